@@ -1,0 +1,170 @@
+"""The RQ job that runs one build: render, `nix build`, record.
+
+Everything the page shows comes from here: log lines go to the log file
+first and then to the channel layer (with their offsets), progress goes to
+the channel layer often and to the row every few seconds, and the outcome
+goes to the row once, through `services.build_finish`.
+"""
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from guests.flake import write_files
+
+from . import logstore, nixcmd, nixlog
+from .models import Build, Status
+from .services import build_finish
+from .stream import Publisher, publish_status
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 5.0  # seconds between heartbeats written to the row
+POLL_EVERY = 0.5  # seconds between checks for a cancel request
+PROGRESS_EVERY = 0.2  # seconds between progress messages to the browser
+
+
+def build_run(build_id: int) -> str:
+    """RQ entry point. Returns the final status (RQ keeps it as the result)."""
+    close_old_connections()
+    now = timezone.now()
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    claimed = Build.objects.filter(pk=build_id, status=Status.QUEUED).update(
+        status=Status.RUNNING, started=now, heartbeat=now, worker=worker
+    )
+    if not claimed:
+        return "skipped: not queued"  # cancelled (or reaped) before a worker got to it
+    publish_status(build_id)
+    build = Build.objects.select_related("revision").get(pk=build_id)
+    return BuildRunner(build).run()
+
+
+def _format(event: nixlog.LogEvent) -> str:
+    if event.source == "build" and event.drv:
+        return f"\x1b[36m{nixlog.store_path_name(event.drv)}>\x1b[0m {event.text}"
+    return event.text
+
+
+class BuildRunner:
+    def __init__(self, build: Build) -> None:
+        self.build = build
+        self.workdir = build.workdir
+        self.progress = nixlog.NixProgress()
+        self.proc = None
+        self.cancelled = False
+        self.stopping = threading.Event()
+        self.last_progress = 0.0
+
+    # -- output --------------------------------------------------------------
+
+    def emit(self, lines: list[str]) -> None:
+        start = self.writer.write(lines)
+        self.publisher.lines(start, lines)
+
+    def on_line(self, line: str) -> None:
+        out: list[str] = []
+        for event in self.progress.feed(line):
+            if isinstance(event, nixlog.LogEvent):
+                out += logstore.split_text(_format(event))
+        if out:
+            self.emit(out)
+        now = time.monotonic()
+        if now - self.last_progress >= PROGRESS_EVERY:
+            self.last_progress = now
+            self.publisher.progress(self.progress.snapshot())
+
+    # -- watchdog: heartbeat and cancellation ---------------------------------
+
+    def watchdog(self) -> None:
+        last_beat = 0.0
+        try:
+            while not self.stopping.wait(POLL_EVERY):
+                row = Build.objects.filter(pk=self.build.pk).values("cancel_requested", "status").first()
+                if row and (row["cancel_requested"] or row["status"] != Status.RUNNING) and not self.cancelled:
+                    self.cancelled = True
+                    self.emit(["kdevweb: cancel requested, stopping nix"])
+                    if self.proc is not None:
+                        nixcmd.kill_group(self.proc, grace=3.0)
+                if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
+                    last_beat = time.monotonic()
+                    Build.objects.filter(pk=self.build.pk).update(
+                        heartbeat=timezone.now(), progress=self.progress.snapshot(), log_lines=self.writer.count
+                    )
+        except Exception:  # never let the watchdog take the build down
+            log.exception("watchdog of build %s", self.build.pk)
+        finally:
+            connection.close()
+
+    # -- the build --------------------------------------------------------------
+
+    def run(self) -> str:
+        flake_dir = self.workdir / "flake"
+        flake_dir.mkdir(parents=True, exist_ok=True)
+        write_files(self.build.revision.files, str(flake_dir))
+        self.writer = logstore.LogWriter(self.workdir)
+        self.publisher = Publisher(self.build.pk)
+        argv = nixcmd.build_argv(
+            flake_dir=str(flake_dir), attr=self.build.attr, out_link=str(self.workdir / "result"),
+            offline=settings.NIX_OFFLINE,
+        )
+        self.emit([f"kdevweb: building {self.build.revision} ({self.build.attr})", "$ " + " ".join(argv)])
+        watchdog = threading.Thread(target=self.watchdog, name=f"watchdog-{self.build.pk}", daemon=True)
+        watchdog.start()
+        started = time.monotonic()
+        fields: dict = {}
+        try:
+            code, stdout = nixcmd.run_build(
+                argv, cwd=str(flake_dir), on_line=self.on_line, env=nixcmd.nix_env(),
+                on_start=self._started, timeout=settings.BUILD_TIMEOUT,
+            )
+            fields = self.outcome(code, stdout)
+        except nixcmd.BuildTimeout as exc:
+            fields = {"status": Status.FAILED, "exit_code": exc.returncode,
+                      "error": f"Timed out after {settings.BUILD_TIMEOUT} s (BUILD_TIMEOUT); nix was killed."}
+        except Exception:
+            fields = {"status": Status.FAILED, "error": "kdevweb failed to run the build:\n" + traceback.format_exc()}
+        finally:
+            self.stopping.set()
+            watchdog.join(5)
+        status = fields.pop("status")
+        self.emit([f"kdevweb: {status} after {time.monotonic() - started:.1f} s"])
+        self.writer.close()
+        self.publisher.close()
+        logstore.compress(self.workdir)
+        build_finish(build_id=self.build.pk, status=status, progress=self.progress.snapshot(),
+                     log_lines=self.writer.count, from_lost=True, **fields)
+        return status
+
+    def _started(self, proc) -> None:
+        self.proc = proc
+        if self.cancelled:  # cancel arrived while nix was starting
+            nixcmd.kill_group(proc, grace=3.0)
+
+    def outcome(self, code: int, stdout: str) -> dict:
+        if self.cancelled:
+            return {"status": Status.CANCELLED, "exit_code": code}
+        if code != 0:
+            excerpt = nixlog.error_excerpt(self.progress)
+            return {"status": Status.FAILED, "exit_code": code, "error": excerpt or f"nix exited {code}"}
+        results = nixcmd.parse_build_json(stdout)
+        fields = {"status": Status.SUCCEEDED, "exit_code": 0}
+        if results:
+            fields["drv_path"] = results[0]["drv_path"]
+            fields["out_path"] = next(iter(results[0]["outputs"].values()), "")
+        if fields.get("out_path"):
+            try:
+                fields["closure_size"] = nixcmd.path_info_size(fields["out_path"])
+            except nixcmd.NixError as exc:
+                self.emit([f"kdevweb: could not measure the closure: {exc}"])
+            try:
+                fields["bootspec"] = nixcmd.read_bootspec(fields["out_path"])
+            except ValueError as exc:
+                self.emit([f"kdevweb: boot.json is malformed: {exc}"])
+        return fields

@@ -1,0 +1,17 @@
+"""Run an RQ worker for builds (a resident process; RQ forks per job)."""
+
+from django.core.management.base import BaseCommand
+from django_rq import get_worker
+
+
+class Command(BaseCommand):
+    help = "Run the build worker."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+        parser.add_argument("--simple", action="store_true", help="run jobs in-process (no fork)")
+
+    def handle(self, *args, burst, simple, **options):
+        worker_class = "rq.worker.SimpleWorker" if simple else None
+        kwargs = {"worker_class": worker_class} if worker_class else {}
+        get_worker("default", **kwargs).work(burst=burst, with_scheduler=False)

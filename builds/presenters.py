@@ -1,0 +1,30 @@
+"""JSON views of a build, shared by the page, the websocket and the API."""
+
+from typing import Any
+
+from .models import TERMINAL, Build
+
+
+def build_summary(build: Build) -> dict[str, Any]:
+    duration = build.duration
+    return {
+        "id": build.pk,
+        "status": build.status,
+        "terminal": build.status in TERMINAL,
+        "revision": str(build.revision),
+        "attr": build.attr,
+        "created_by": build.created_by.username if build.created_by else None,
+        "created": build.created.isoformat() if build.created else None,
+        "started": build.started.isoformat() if build.started else None,
+        "finished": build.finished.isoformat() if build.finished else None,
+        "duration_s": round(duration.total_seconds(), 3) if duration else None,
+        "exit_code": build.exit_code,
+        "error": build.error,
+        "drv_path": build.drv_path,
+        "out_path": build.out_path,
+        "closure_size": build.closure_size,
+        "bootspec": build.bootspec,
+        "progress": build.progress,
+        "log_lines": build.log_lines,
+        "cancel_requested": build.cancel_requested,
+    }

@@ -1,0 +1,125 @@
+"""Starting, cancelling, retrying and reaping builds.
+
+Enqueueing happens on commit, so a worker never picks up a job whose Build
+row it cannot see yet. Cancellation of a running build is cooperative: the
+job polls `cancel_requested` and kills its own nix process group, which
+works for every kind of RQ worker and on any host.
+"""
+
+import logging
+from datetime import timedelta
+
+import django_rq
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from guests import flake
+from guests.models import Revision
+
+from .models import ACTIVE, Build, Status
+
+log = logging.getLogger(__name__)
+
+
+def build_queue():
+    return django_rq.get_queue("default")
+
+
+def _enqueue(build_id: int) -> None:
+    # RQ's own timeout is a backstop only: the job enforces BUILD_TIMEOUT
+    # itself, so that it can kill nix and record why.
+    build_queue().enqueue(
+        "builds.jobs.build_run",
+        build_id,
+        job_id=f"build-{build_id}",
+        job_timeout=settings.BUILD_TIMEOUT + 120,
+        result_ttl=3600,
+        failure_ttl=86400,
+    )
+
+
+def build_start(*, revision: Revision, user, retry_of: Build | None = None) -> Build:
+    """Create a queued Build of ``revision`` and enqueue its job on commit."""
+    with transaction.atomic():
+        build = Build.objects.create(
+            lab=revision.configuration.lab,
+            revision=revision,
+            created_by=user,
+            retry_of=retry_of,
+            attr=flake.output_name(revision.backend),
+        )
+        transaction.on_commit(lambda: _enqueue(build.pk))
+    return build
+
+
+def build_retry(*, build: Build, user) -> Build:
+    return build_start(revision=build.revision, user=user, retry_of=build)
+
+
+def build_finish(*, build_id: int, status: str, from_lost: bool = False, **fields) -> bool:
+    """Move a build to a terminal status unless it already is in one.
+
+    Returns False when another party (cancel, reaper) finished it first, so
+    the outcome is recorded exactly once. The job itself passes
+    ``from_lost``: a build the reaper gave up on (a stalled heartbeat) that
+    did finish after all gets its real outcome.
+    """
+    now = timezone.now()
+    allowed = ACTIVE | {Status.LOST} if from_lost else ACTIVE
+    updated = Build.objects.filter(pk=build_id, status__in=allowed).update(status=status, finished=now, **fields)
+    if updated:
+        from .stream import publish_status
+
+        publish_status(build_id)
+    return bool(updated)
+
+
+def build_cancel(*, build: Build) -> None:
+    """Cancel a queued build now; ask a running one's job to stop its nix."""
+    if build.status == Status.QUEUED:
+        try:
+            Job.fetch(build.job_id, connection=build_queue().connection).cancel()
+        except NoSuchJobError:
+            pass
+        if build_finish(build_id=build.pk, status=Status.CANCELLED):
+            return
+        build.refresh_from_db()
+    if build.status == Status.RUNNING:
+        Build.objects.filter(pk=build.pk).update(cancel_requested=True)
+
+
+def queue_position(build: Build) -> int | None:
+    """1-based position of a queued build in the RQ queue, or None."""
+    try:
+        pos = build_queue().get_job_position(build.job_id)
+    except Exception:  # Redis down: the page still renders
+        return None
+    return None if pos is None else pos + 1
+
+
+def builds_reap(*, now=None) -> list[int]:
+    """Mark `lost` the builds whose worker died.
+
+    A running build whose heartbeat is older than BUILD_LOST_AFTER lost its
+    worker (kill -9, machine reboot). A queued build whose RQ job no longer
+    exists (Redis lost its data) would wait forever. Returns the ids reaped.
+    """
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.BUILD_LOST_AFTER)
+    reaped = []
+    running = Build.objects.filter(status=Status.RUNNING, heartbeat__lt=stale).values_list("pk", flat=True)
+    for pk in running:
+        if build_finish(build_id=pk, status=Status.LOST, error="The worker running this build stopped responding."):
+            reaped.append(pk)
+    queued = Build.objects.filter(status=Status.QUEUED, created__lt=stale)
+    connection = build_queue().connection
+    for build in queued:
+        if not Job.exists(build.job_id, connection=connection):
+            if build_finish(build_id=build.pk, status=Status.LOST, error="The queued job disappeared from Redis."):
+                reaped.append(build.pk)
+    if reaped:
+        log.warning("reaped lost builds: %s", reaped)
+    return reaped

@@ -1,0 +1,121 @@
+"""Grammars for configuration fields that end up as names in a guest.
+
+Free text (SSH keys, mount options, paths inside the guest) is allowed
+anything but NUL, because it travels as JSON data; the fields below have a
+grammar because NixOS, the kernel or Nix itself gives them one, and a bad
+value is far cheaper to reject in the form than to debug in a failed build.
+"""
+
+import re
+import shlex
+import subprocess
+
+from django.core.exceptions import ValidationError
+
+HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+ATTR_NAME = r"[A-Za-z_][A-Za-z0-9_'-]*"
+ATTR_PATH_RE = re.compile(rf"^{ATTR_NAME}(\.{ATTR_NAME})*$")
+PKG_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+MOUNT_POINT_RE = re.compile(r"^/[A-Za-z0-9._@+=,:/-]*$")
+TAG_RE = re.compile(r"^[A-Za-z0-9_.-]{1,36}$")  # virtiofs tags are at most 36 bytes
+FSTYPE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+GROUP_RE = USERNAME_RE
+# Flake references kdevweb accepts. No whitespace, quotes, backslashes or
+# `${`: they are not valid in a flake URL and would only hide mistakes.
+URL_SCHEMES = ("github:", "gitlab:", "sourcehut:", "git+https://", "git+ssh://", "git+file:", "path:",
+               "https://", "http://", "tarball+https://", "file:")
+NIXOS_FLAKE_SCHEMES = ("github:", "gitlab:", "git+https://", "git+ssh://", "git+file:", "path:")
+URL_BODY_RE = re.compile(r"^[A-Za-z0-9._~:/?#\[\]@!&'()*+,;=%-]+$")
+
+
+def validate_hostname(value: str) -> None:
+    if not HOSTNAME_RE.match(value):
+        raise ValidationError(
+            "A host name is 1–63 letters, digits or hyphens, not starting or ending with a hyphen "
+            "(no dots: NixOS takes the short name)."
+        )
+
+
+def validate_username(value: str) -> None:
+    if not USERNAME_RE.match(value):
+        raise ValidationError(
+            f"“{value}” is not a valid user or group name: lowercase letters, digits, _ or -, "
+            "starting with a letter or _, at most 32 characters."
+        )
+
+
+def validate_attr_path(value: str) -> None:
+    if not ATTR_PATH_RE.match(value):
+        raise ValidationError(
+            f"“{value}” is not a package attribute path (like fio or python3Packages.pytest)."
+        )
+
+
+def validate_pkg_name(value: str) -> None:
+    if not PKG_NAME_RE.match(value):
+        raise ValidationError(f"“{value}” is not a package attribute name (letters, digits, _ and -).")
+
+
+def validate_mount_point(value: str) -> None:
+    parts = value.split("/")
+    if not MOUNT_POINT_RE.match(value) or ".." in parts or "." in parts or value == "/":
+        raise ValidationError(
+            f"“{value}” is not a mount point: an absolute path below / without spaces, . or .. parts."
+        )
+
+
+def validate_tag(value: str) -> None:
+    if not TAG_RE.match(value):
+        raise ValidationError(f"“{value}” is not a virtiofs tag: 1–36 letters, digits, ., _ or -.")
+
+
+def validate_fstype(value: str) -> None:
+    if not FSTYPE_RE.match(value):
+        raise ValidationError(f"“{value}” is not a file system type (like ext4, xfs, btrfs).")
+
+
+def validate_flake_url(value: str, schemes: tuple[str, ...] = URL_SCHEMES) -> None:
+    if not value.startswith(schemes) or "${" in value or not URL_BODY_RE.match(value):
+        raise ValidationError(
+            f"“{value}” is not a flake URL kdevweb accepts: it must start with one of "
+            f"{', '.join(schemes)} and contain no spaces, quotes, backslashes or ${{."
+        )
+
+
+def validate_nixos_flake_url(value: str) -> None:
+    validate_flake_url(value, NIXOS_FLAKE_SCHEMES)
+
+
+def split_words(value: str) -> list[str]:
+    """Split a textarea of names separated by spaces, commas or newlines."""
+    return [w for w in re.split(r"[\s,]+", value) if w]
+
+
+def split_lines(value: str) -> list[str]:
+    return [line.strip() for line in value.splitlines() if line.strip()]
+
+
+def split_args(value: str) -> list[str]:
+    """Split command-line arguments the way a shell user expects."""
+    try:
+        return shlex.split(value)
+    except ValueError as exc:
+        raise ValidationError(f"Cannot split these arguments: {exc}.") from exc
+
+
+def validate_nix_syntax(text: str) -> None:
+    """Reject an extra module that is not even valid Nix, before it costs a build."""
+    try:
+        proc = subprocess.run(
+            ["nix-instantiate", "--parse", "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ValidationError(f"Could not check the Nix syntax: {exc}.") from exc
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("warning:")]
+        raise ValidationError("The extra module is not valid Nix: " + " ".join(lines)[:500])

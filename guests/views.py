@@ -1,0 +1,197 @@
+"""Lab, member and configuration views. Thin: forms validate, services act."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from . import flake, services
+from .access import lab_view, role_at_least
+from .forms import ConfigurationEditor, LabForm, MemberForm, RoleForm, initial_from_settings
+from .models import Configuration, Lab, Membership, Revision, Role
+
+
+def _error_to_form(form, exc: ValidationError, field=None) -> None:
+    for msg in exc.messages:
+        form.add_error(field, msg)
+
+
+@login_required
+def index(request):
+    labs = Lab.objects.all() if request.user.is_superuser else Lab.objects.filter(memberships__user=request.user)
+    return render(request, "guests/index.html", {"labs": labs, "form": LabForm()})
+
+
+@login_required
+@require_POST
+def lab_new(request):
+    form = LabForm(request.POST)
+    if form.is_valid():
+        try:
+            lab = services.lab_create(user=request.user, **form.cleaned_data)
+            return redirect("lab", lab_slug=lab.slug)
+        except ValidationError as exc:
+            _error_to_form(form, exc, "slug")
+    labs = Lab.objects.filter(memberships__user=request.user)
+    return render(request, "guests/index.html", {"labs": labs, "form": form}, status=400)
+
+
+@lab_view(Role.VIEWER)
+def lab_detail(request, lab):
+    return render(request, "guests/lab.html", _lab_context(request, lab, MemberForm()))
+
+
+def _lab_context(request, lab, member_form):
+    return {
+        "lab": lab,
+        "role": request.lab_role,
+        "is_admin": role_at_least(request.lab_role, Role.ADMIN),
+        "is_operator": role_at_least(request.lab_role, Role.OPERATOR),
+        "configurations": lab.configurations.all(),
+        "memberships": lab.memberships.select_related("user"),
+        "member_form": member_form,
+        "roles": Role.choices,
+    }
+
+
+@lab_view(Role.ADMIN)
+@require_POST
+def member_add(request, lab):
+    form = MemberForm(request.POST)
+    if form.is_valid():
+        try:
+            services.member_add(lab=lab, **form.cleaned_data)
+            return redirect("lab", lab_slug=lab.slug)
+        except ValidationError as exc:
+            _error_to_form(form, exc, "username")
+    return render(request, "guests/lab.html", _lab_context(request, lab, form), status=400)
+
+
+@lab_view(Role.ADMIN)
+@require_POST
+def member_role(request, lab, member_id):
+    membership = get_object_or_404(Membership, lab=lab, pk=member_id)
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest("Unknown role.")
+    try:
+        services.member_set_role(membership=membership, role=form.cleaned_data["role"])
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("lab", lab_slug=lab.slug)
+
+
+@lab_view(Role.ADMIN)
+@require_POST
+def member_remove(request, lab, member_id):
+    membership = get_object_or_404(Membership, lab=lab, pk=member_id)
+    try:
+        services.member_remove(membership=membership)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("lab", lab_slug=lab.slug)
+
+
+def _editor_page(request, lab, editor, *, config=None, status=200):
+    ctx = {"lab": lab, "editor": editor, "config": config, "role": request.lab_role}
+    return render(request, "guests/config_form.html", ctx, status=status)
+
+
+@lab_view(Role.OPERATOR)
+def config_new(request, lab):
+    if request.method != "POST":
+        return _editor_page(request, lab, ConfigurationEditor())
+    editor = ConfigurationEditor(request.POST)
+    if editor.is_valid():
+        d = editor.form.cleaned_data
+        try:
+            config = services.configuration_create(
+                lab=lab, name=d["name"], settings=editor.settings(), extra_module=d["extra_module"],
+                message=d["message"], user=request.user,
+            )
+            return redirect("config", lab_slug=lab.slug, config_id=config.pk)
+        except ValidationError as exc:
+            _error_to_form(editor.form, exc, "name")
+    return _editor_page(request, lab, editor, status=400)
+
+
+@lab_view(Role.OPERATOR)
+def config_edit(request, lab, config_id):
+    config = get_object_or_404(Configuration, lab=lab, pk=config_id)
+    if request.method != "POST":
+        latest = config.latest
+        initial = initial_from_settings(latest.settings, name=config.name, extra_module=latest.extra_module)
+        return _editor_page(request, lab, ConfigurationEditor(initial=initial), config=config)
+    editor = ConfigurationEditor(request.POST)
+    if editor.is_valid():
+        d = editor.form.cleaned_data
+        if d["name"] != config.name:
+            editor.form.add_error("name", "Renaming is not supported: clone the configuration instead.")
+        else:
+            services.revision_create(configuration=config, settings=editor.settings(),
+                                     extra_module=d["extra_module"], message=d["message"], user=request.user)
+            return redirect("config", lab_slug=lab.slug, config_id=config.pk)
+    return _editor_page(request, lab, editor, config=config, status=400)
+
+
+def _revision(lab, config_id, number=None) -> tuple[Configuration, Revision]:
+    config = get_object_or_404(Configuration, lab=lab, pk=config_id)
+    revs = config.revisions.all()
+    rev = get_object_or_404(revs, number=number) if number is not None else revs.first()
+    return config, rev
+
+
+@lab_view(Role.VIEWER)
+def config_detail(request, lab, config_id, number=None):
+    config, rev = _revision(lab, config_id, number)
+    ctx = {
+        "lab": lab,
+        "config": config,
+        "rev": rev,
+        "files": sorted(rev.files.items(), key=lambda kv: (kv[0] != "flake.nix", kv[0])),
+        "revisions": config.revisions.select_related("created_by"),
+        "is_operator": role_at_least(request.lab_role, Role.OPERATOR),
+        "output": flake.output_name(rev.backend),
+    }
+    return render(request, "guests/config_detail.html", ctx)
+
+
+@lab_view(Role.VIEWER)
+def config_download(request, lab, config_id, number):
+    config, rev = _revision(lab, config_id, number)
+    top = f"{config.name}-r{rev.number}"
+    top = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in top)
+    response = HttpResponse(flake.files_tarball(rev.files, top=top), content_type="application/gzip")
+    response["Content-Disposition"] = f'attachment; filename="{top}.tar.gz"'
+    return response
+
+
+@lab_view(Role.VIEWER)
+def config_diff(request, lab, config_id):
+    config = get_object_or_404(Configuration, lab=lab, pk=config_id)
+    try:
+        a_num, b_num = int(request.GET.get("a", "")), int(request.GET.get("b", ""))
+    except ValueError:
+        return HttpResponseBadRequest("Choose two revision numbers, a and b.")
+    a = get_object_or_404(config.revisions, number=a_num)
+    b = get_object_or_404(config.revisions, number=b_num)
+    lines = flake.diff_files(a.files, b.files, a_label=f"r{a.number}", b_label=f"r{b.number}")
+    return render(request, "guests/config_diff.html", {"lab": lab, "config": config, "a": a, "b": b, "lines": lines})
+
+
+@lab_view(Role.OPERATOR)
+@require_POST
+def config_clone(request, lab, config_id):
+    config, rev = _revision(lab, config_id)
+    name = request.POST.get("name", "").strip()
+    if not name or len(name) > 100:
+        messages.error(request, "Give the clone a name of 1–100 characters.")
+        return redirect("config", lab_slug=lab.slug, config_id=config.pk)
+    try:
+        clone = services.configuration_clone(revision=rev, name=name, user=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("config", lab_slug=lab.slug, config_id=config.pk)
+    return redirect("config", lab_slug=lab.slug, config_id=clone.pk)

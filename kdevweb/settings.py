@@ -1,0 +1,188 @@
+"""kdevweb settings: one file, read from the environment with SQLite and a
+local Redis as defaults, so `scripts/run` works with no configuration.
+
+Production: set DEBUG=False, SECRET_KEY, ALLOWED_HOSTS (and SITE_ROOT for
+CSRF_TRUSTED_ORIGINS); `manage.py check --deploy` must then be clean.
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name: str, default: str) -> bool:
+    return os.getenv(name, default).lower() in ("1", "true", "yes", "on")
+
+
+def envint(name: str, default: str) -> int:
+    return int(os.getenv(name, default))
+
+
+def envlist(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
+
+
+DEBUG = envbool("DEBUG", "True")
+# Where kdevweb keeps state that is not in the database: build work dirs and
+# logs, the generated admin password, sockets of running guests.
+DATA_DIR = Path(os.getenv("KDEVWEB_DATA_DIR", str(BASE_DIR / "var")))
+
+
+def _secret_key() -> str:
+    # Never a fixed default: generate one on first use and keep it 0600 next
+    # to the data, so sessions survive restarts of `scripts/run`.
+    if os.getenv("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    from django.core.management.utils import get_random_secret_key
+
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(get_random_secret_key())
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+SITE_ROOT = os.getenv("SITE_ROOT", "http://localhost:8000")
+CSRF_TRUSTED_ORIGINS = [SITE_ROOT]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_rq",
+    "guests",
+    "builds",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "kdevweb.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+WSGI_APPLICATION = "kdevweb.wsgi.application"
+ASGI_APPLICATION = "kdevweb.asgi.application"
+
+# Builds write status from the worker while the web process reads: WAL lets
+# readers and one writer proceed together, and the timeout waits for a lock
+# rather than failing.
+_SQLITE_OPTIONS = {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+DATABASES = {
+    "default": {
+        "ENGINE": os.getenv("DB_ENGINE", "django.db.backends.sqlite3"),
+        "NAME": os.getenv("DB_NAME", str(DATA_DIR / "kdevweb.sqlite3")),
+        "USER": os.getenv("DB_USER", ""),
+        "PASSWORD": os.getenv("DB_PASSWORD", ""),
+        "HOST": os.getenv("DB_HOST", ""),
+        "PORT": os.getenv("DB_PORT", ""),
+        "OPTIONS": _SQLITE_OPTIONS if os.getenv("DB_ENGINE", "sqlite3").endswith("sqlite3") else {},
+        # A file, not memory: test runs start real worker processes that
+        # must see the same database.
+        "TEST": {"NAME": os.getenv("DB_TEST_NAME", str(DATA_DIR / "test.sqlite3"))},
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "index"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(os.getenv("STATIC_ROOT", str(DATA_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Hashed, compressed files in production; plain names in development and
+    # tests, which must not depend on collectstatic having run.
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+# WhiteNoise serves static files under daphne; in development straight from
+# the app/static dirs, so an edited script needs no collectstatic.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+
+REDIS_URL = os.getenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            # redis-py 8 closes idle consumers after ~5 s unless socket_timeout
+            # is None; channels-redis drops messages past capacity, which the
+            # build stream compensates for with offsets and backfill.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            "capacity": envint("CHANNEL_CAPACITY", "1000"),
+        },
+    }
+}
+RQ_QUEUES = {
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": envint("RQ_DEFAULT_TIMEOUT", "600")},
+}
+# Nix builds of real guests take far longer than RQ's 180 s default.
+BUILD_TIMEOUT = envint("BUILD_TIMEOUT", str(6 * 3600))
+# A running build whose worker stopped heartbeating for this long is `lost`.
+BUILD_LOST_AFTER = envint("BUILD_LOST_AFTER", "30")
+BUILDS_DIR = DATA_DIR / "builds"
+# Pass --offline to nix: no substituters, cached flake inputs never expire.
+# The machines kdevweb was built on have no network; set False where
+# cache.nixos.org and GitHub are reachable.
+NIX_OFFLINE = envbool("NIX_OFFLINE", "True")
+DEFAULT_NIXOS_FLAKE = os.getenv("DEFAULT_NIXOS_FLAKE", "github:linux-kdevops/nixos-flake")
+
+if not DEBUG:
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "True")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", "31536000")
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+}
