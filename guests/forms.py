@@ -174,7 +174,9 @@ class ShareForm(forms.Form):
 class StorageForm(forms.Form):
     mount_point = forms.CharField(max_length=200, validators=[v.validate_mount_point])
     device = forms.CharField(max_length=200, help_text="e.g. /dev/vdb or LABEL=scratch")
-    fs_type = forms.CharField(max_length=32, initial="ext4", validators=[v.validate_fstype])
+    # No initial value: it would make every empty extra row look "changed".
+    fs_type = forms.CharField(max_length=32, validators=[v.validate_fstype],
+                              widget=forms.TextInput(attrs={"placeholder": "ext4"}))
     options = forms.CharField(required=False, help_text="Comma separated mount options.")
     mkfs_args = forms.CharField(required=False, help_text="Arguments to mkfs, shell-quoted.")
     auto_format = forms.BooleanField(required=False)

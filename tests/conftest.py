@@ -10,16 +10,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 from django.conf import settings
 
-from guests.flake import STATE_VERSION
-
-ROOT = Path(__file__).resolve().parent.parent
-STANDIN = ROOT / "examples" / "nixos-flake-standin"
+from tests.helpers import sample_settings
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -59,34 +55,15 @@ def redis_server():
 
 
 @pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    # PBKDF2 costs ~0.3 s a user; tests create several per test.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def builds_dir(settings, tmp_path):
     settings.BUILDS_DIR = tmp_path / "builds"
     return settings.BUILDS_DIR
-
-
-def sample_settings(**overrides) -> dict:
-    """A valid settings dict on the offline stand-in (what the form produces)."""
-    s = {
-        "backend": "imageless",
-        "mode": "guest",
-        "nixosFlakeUrl": f"path:{STANDIN}",
-        "hostName": "kdev",
-        "user": {"name": "kdev", "extraGroups": None, "authorizedKeys": []},
-        "profiles": [],
-        "controller": False,
-        "monitoring": None,
-        "testSuites": [],
-        "extraPackages": [],
-        "sourceOverrides": {},
-        "shares": {},
-        "storage": {},
-        "memoryMiB": 1024,
-        "vcpus": 2,
-        "diskSizeMiB": 20480,
-        "stateVersion": STATE_VERSION,
-    }
-    s.update(overrides)
-    return s
 
 
 @pytest.fixture

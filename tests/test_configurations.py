@@ -1,0 +1,203 @@
+"""Configurations through the browser's forms: create, bad input, revisions,
+diff, download, clone."""
+
+import html
+import io
+import json
+import tarfile
+
+import pytest
+
+from guests.models import Configuration, Revision
+
+from tests.helpers import STANDIN
+
+pytestmark = pytest.mark.django_db
+
+
+def post_data(**overrides) -> dict:
+    data = {
+        "name": "ext4-guest",
+        "message": "",
+        "backend": "imageless",
+        "mode": "guest",
+        "host_name": "kdev",
+        "user_name": "kdev",
+        "extra_groups": "",
+        "authorized_keys": "ssh-ed25519 AAAAC3Nza me@lab",
+        "profiles": ["devel"],
+        "test_suites": ["fstests", "blktests"],
+        "extra_packages": "fio python3Packages.pytest",
+        "memory_mib": "2048",
+        "vcpus": "2",
+        "disk_size_mib": "20480",
+        "nixos_flake_url": f"path:{STANDIN}",
+        "mon_output_dir": "/var/lib/monitoring/runs/%i",
+        "mon_sysstat_interval": "5",
+        "mon_bio_interval": "30",
+        "extra_module": "",
+    }
+    for prefix in ("shares", "storage", "sources"):
+        data.update({f"{prefix}-TOTAL_FORMS": "1", f"{prefix}-INITIAL_FORMS": "0",
+                     f"{prefix}-MIN_NUM_FORMS": "0", f"{prefix}-MAX_NUM_FORMS": "64"})
+    data.update(overrides)
+    return data
+
+
+def create(client, lab, **overrides):
+    return client.post(f"/labs/{lab.slug}/configs/new/", post_data(**overrides))
+
+
+def test_create_renders_a_revision(client_for, users, lab):
+    resp = create(client_for(users["operator"]), lab,
+                  **{"shares-0-mount_point": "/mnt/src", "shares-0-tag": "linux", "shares-0-options": "ro",
+                     "storage-0-mount_point": "/mnt/scratch", "storage-0-device": "/dev/vdb",
+                     "storage-0-fs_type": "xfs", "storage-0-mkfs_args": "-f -m 'reflink=1'",
+                     "sources-0-package": "xfsprogs", "sources-0-url": "git+file:/srv/xfsprogs",
+                     "profiles": ["devel", "monitoring"], "mon_sysstat": "on"})
+    assert resp.status_code == 302, resp.content.decode()[:3000]
+    config = Configuration.objects.get(lab=lab, name="ext4-guest")
+    rev = config.latest
+    assert rev.number == 1 and rev.created_by == users["operator"]
+    s = json.loads(rev.files["kdevweb.json"])
+    assert s["testSuites"] == ["blktests", "fstests"]
+    assert s["extraPackages"] == [["fio"], ["python3Packages", "pytest"]]
+    assert s["shares"] == {"/mnt/src": {"tag": "linux", "options": ["ro"]}}
+    assert s["storage"]["/mnt/scratch"]["mkfsArgs"] == ["-f", "-m", "reflink=1"]
+    assert s["monitoring"]["enable"] is True and s["monitoring"]["sysstat"]["enable"] is True
+    assert '"xfsprogs-src" = { url = "git+file:/srv/xfsprogs"; flake = false; };' in rev.files["flake.nix"]
+    page = client_for(users["viewer"]).get(f"/labs/{lab.slug}/configs/{config.pk}/")
+    assert b"nixosConfigurations.vm" in page.content
+
+
+BAD_INPUTS = [
+    ({"name": ""}, "This field is required"),
+    ({"backend": "docker"}, "Select a valid choice"),
+    ({"mode": "cloud"}, "Select a valid choice"),
+    ({"mode": "baremetal", "backend": "libvirt"}, "choose the imageless backend"),
+    ({"host_name": "bad host"}, "host name"),
+    ({"host_name": "-lead"}, "host name"),
+    ({"host_name": "a.b"}, "no dots"),
+    ({"user_name": "Root"}, "not a valid user"),
+    ({"extra_groups": "wheel B@d"}, "not a valid user or group"),
+    ({"authorized_keys": "ok\x00key"}, "Null characters are not allowed"),
+    ({"profiles": ["gaming"]}, "Select a valid choice"),
+    ({"profiles": ["controller"]}, "needs mode controller"),
+    ({"test_suites": ["xfstests"]}, "Select a valid choice"),
+    ({"extra_packages": "fio ${evil}"}, "not a package attribute path"),
+    ({"extra_packages": "pkgs..x"}, "not a package attribute path"),
+    ({"memory_mib": "12"}, "greater than or equal to 256"),
+    ({"memory_mib": "lots"}, "Enter a whole number"),
+    ({"vcpus": "0"}, "greater than or equal to 1"),
+    ({"disk_size_mib": "-5"}, "greater than or equal to 1024"),
+    ({"nixos_flake_url": "ftp://x"}, "not a flake URL"),
+    ({"nixos_flake_url": 'path:/x"; evil = "'}, "not a flake URL"),
+    ({"nixos_flake_url": "path:/x${y}"}, "not a flake URL"),
+    ({"mon_sysstat_interval": "0"}, "greater than or equal to 1"),
+    ({"mon_sysstat_max_samples": "x"}, "Enter a whole number"),
+    ({"mon_bio_interval": ""}, "This field is required"),
+    ({"extra_module": "{ broken = ; }"}, "not valid Nix"),
+    ({"shares-0-mount_point": "relative", "shares-0-tag": "t"}, "not a mount point"),
+    ({"shares-0-mount_point": "/mnt/../etc", "shares-0-tag": "t"}, "not a mount point"),
+    ({"shares-0-mount_point": "/mnt/a", "shares-0-tag": "bad tag"}, "not a virtiofs tag"),
+    ({"shares-0-mount_point": "/mnt/a", "shares-0-tag": "x" * 37}, "at most 36"),
+    ({"storage-0-mount_point": "/mnt/s", "storage-0-device": "/dev/vdb", "storage-0-fs_type": "x fs"},
+     "not a file system type"),
+    ({"storage-0-mount_point": "/mnt/s", "storage-0-device": "/dev/v db", "storage-0-fs_type": "xfs"},
+     "no white space"),
+    ({"storage-0-mount_point": "/mnt/s", "storage-0-device": "/dev/vdb", "storage-0-fs_type": "xfs",
+      "storage-0-mkfs_args": "-f", "storage-0-auto_format": "on"}, "not both"),
+    ({"storage-0-mount_point": "/mnt/s", "storage-0-device": "/dev/vdb", "storage-0-fs_type": "xfs",
+      "storage-0-mkfs_args": "-L 'unterminated"}, "Cannot split"),
+    ({"storage-0-mount_point": "/mnt/s"}, "This field is required"),
+    ({"sources-0-package": "linux kernel", "sources-0-url": "github:torvalds/linux"}, "not a package attribute"),
+    ({"sources-0-package": "linux", "sources-0-url": "javascript:alert(1)"}, "not a flake URL"),
+    ({"shares-TOTAL_FORMS": "2", "shares-0-mount_point": "/mnt/a", "shares-0-tag": "a",
+      "shares-1-mount_point": "/mnt/a", "shares-1-tag": "b"}, "appears twice"),
+    ({"shares-TOTAL_FORMS": "x"}, "ManagementForm data is missing or has been tampered with"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_INPUTS, ids=[repr(o)[:60] for o, _ in BAD_INPUTS])
+def test_bad_input_is_refused_and_nothing_saved(client_for, users, lab, overrides, message):
+    before = (Configuration.objects.count(), Revision.objects.count())
+    resp = create(client_for(users["operator"]), lab, **overrides)
+    assert resp.status_code == 400
+    assert message in resp.content.decode().replace("&#x27;", "'"), message
+    assert (Configuration.objects.count(), Revision.objects.count()) == before
+
+
+def test_duplicate_name_is_a_form_error(client_for, users, lab, config):
+    resp = create(client_for(users["operator"]), lab, name=config.name)
+    assert resp.status_code == 400 and "already has a configuration named" in resp.content.decode()
+    assert Configuration.objects.filter(lab=lab).count() == 1
+
+
+def test_edit_creates_revisions_and_diff_shows_change(client_for, users, lab, config):
+    client = client_for(users["operator"])
+    url = f"/labs/{lab.slug}/configs/{config.pk}/"
+    form_page = client.get(url + "edit/")
+    assert form_page.status_code == 200 and b'value="kdev"' in form_page.content
+    resp = client.post(url + "edit/", post_data(name=config.name, host_name="xfs-box", message="rename host"))
+    assert resp.status_code == 302
+    config.refresh_from_db()
+    assert list(config.revisions.values_list("number", flat=True)) == [2, 1]
+    assert Revision.objects.get(configuration=config, number=1).settings["hostName"] == "kdev"
+    diff = html.unescape(client.get(url + "diff/?a=1&b=2").content.decode())
+    assert '-  "hostName": "kdev",' in diff and '+  "hostName": "xfs-box",' in diff
+    assert client.get(url + "diff/?a=1&b=x").status_code == 400
+    assert client.get(url + "diff/?a=1&b=99").status_code == 404
+    assert client.get(url + "r/1/").status_code == 200
+
+
+def test_revisions_are_immutable(config):
+    rev = config.latest
+    rev.message = "changed"
+    with pytest.raises(ValueError):
+        rev.save()
+
+
+def test_download_is_a_buildable_archive(client_for, users, lab, config):
+    resp = client_for(users["viewer"]).get(f"/labs/{lab.slug}/configs/{config.pk}/r/1/download/")
+    assert resp.status_code == 200 and resp["Content-Type"] == "application/gzip"
+    with tarfile.open(fileobj=io.BytesIO(resp.content)) as tar:
+        names = sorted(tar.getnames())
+    assert names == ["xfs-guest-r1/default.nix", "xfs-guest-r1/flake.nix", "xfs-guest-r1/kdevweb.json"]
+
+
+def test_clone(client_for, users, lab, config):
+    client = client_for(users["operator"])
+    resp = client.post(f"/labs/{lab.slug}/configs/{config.pk}/clone/", {"name": "xfs-guest-2"})
+    clone = Configuration.objects.get(name="xfs-guest-2")
+    assert resp.status_code == 302 and clone.cloned_from == config.latest
+    assert clone.latest.settings == config.latest.settings
+    # A clash is a message, not a 500, and creates nothing.
+    client.post(f"/labs/{lab.slug}/configs/{config.pk}/clone/", {"name": "xfs-guest-2"})
+    assert Configuration.objects.filter(name="xfs-guest-2").count() == 1
+
+
+def test_members_and_roles(client_for, users, lab):
+    client = client_for(users["admin"])
+    from guests.models import Membership
+
+    resp = client.post(f"/labs/{lab.slug}/members/add/", {"username": "nobody", "role": "viewer"})
+    assert resp.status_code == 400 and "There is no user" in resp.content.decode()
+    resp = client.post(f"/labs/{lab.slug}/members/add/", {"username": "viewer", "role": "viewer"})
+    assert resp.status_code == 400 and "already a member" in resp.content.decode()
+    m = Membership.objects.get(lab=lab, user=users["viewer"])
+    client.post(f"/labs/{lab.slug}/members/{m.pk}/role/", {"role": "operator"})
+    m.refresh_from_db()
+    assert m.role == "operator"
+    assert client.post(f"/labs/{lab.slug}/members/{m.pk}/role/", {"role": "god"}).status_code == 400
+    me = Membership.objects.get(lab=lab, user=users["admin"])
+    client.post(f"/labs/{lab.slug}/members/{me.pk}/remove/")
+    assert Membership.objects.filter(pk=me.pk).exists(), "the last admin must stay"
+
+
+def test_create_lab(client_for, users):
+    client = client_for(users["viewer"])
+    resp = client.post("/labs/new/", {"name": "Mine", "slug": "mine"})
+    assert resp.status_code == 302
+    resp = client.post("/labs/new/", {"name": "Again", "slug": "mine"})
+    assert resp.status_code == 400 and "exists already" in resp.content.decode()
+    assert client.post("/labs/new/", {"name": "x", "slug": "bad slug"}).status_code == 400
