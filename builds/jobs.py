@@ -48,7 +48,7 @@ def build_run(build_id: int) -> str:
 
 def _format(event: nixlog.LogEvent) -> str:
     if event.source == "build" and event.drv:
-        return f"\x1b[36m{nixlog.store_path_name(event.drv)}>\x1b[0m {event.text}"
+        return f"\x1b[36m{event.drv}>\x1b[0m {event.text}"
     return event.text
 
 
