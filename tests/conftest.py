@@ -39,19 +39,65 @@ def start_redis(port: int, directory: str) -> subprocess.Popen:
     raise RuntimeError(f"redis-server did not start on port {port}")
 
 
+class RedisControl:
+    """The test Redis; restartable when this session started it."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        self.url, self.host, self.port = url, parsed.hostname or "127.0.0.1", parsed.port or 6379
+        self.proc: subprocess.Popen | None = None
+        self.dir = tempfile.mkdtemp(prefix="kdevweb-redis-")
+
+    def start(self) -> None:
+        if not _port_open(self.host, self.port):
+            self.proc = start_redis(self.port, self.dir)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        time.sleep(0.5)
+        self.proc = start_redis(self.port, self.dir)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def redis_server():
-    url = urlparse(settings.REDIS_URL)
-    host, port = url.hostname or "127.0.0.1", url.port or 6379
-    if _port_open(host, port):
-        yield settings.REDIS_URL
-        return
-    tmp = tempfile.mkdtemp(prefix="kdevweb-redis-")
-    proc = start_redis(port, tmp)
-    yield settings.REDIS_URL
-    proc.terminate()
-    proc.wait(10)
-    shutil.rmtree(tmp, ignore_errors=True)
+    control = RedisControl(settings.REDIS_URL)
+    control.start()
+    yield control
+    control.stop()
+    shutil.rmtree(control.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_control(redis_server):
+    if redis_server.proc is None:
+        pytest.skip("Redis at REDIS_URL was not started by this test session; cannot restart it")
+    return redis_server
+
+
+@pytest.fixture
+def workers(tmp_path):
+    """Start real build workers (`manage.py buildworker`) for this test."""
+    import django_rq
+
+    from tests.procs import manage
+
+    # Build ids restart in every test database, so job ids repeat: start clean.
+    django_rq.get_connection("default").flushdb()
+    started = []
+
+    def start(*extra, **env):
+        proc = manage(["buildworker", *extra], log=tmp_path / f"worker{len(started)}.log", **env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
 
 
 @pytest.fixture(autouse=True)
