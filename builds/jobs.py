@@ -86,8 +86,10 @@ class BuildRunner:
         last_beat = 0.0
         try:
             while not self.stopping.wait(POLL_EVERY):
-                row = Build.objects.filter(pk=self.build.pk).values("cancel_requested", "status").first()
-                if row and (row["cancel_requested"] or row["status"] != Status.RUNNING) and not self.cancelled:
+                # Only an explicit cancel stops nix: a build the reaper wrongly
+                # gave up on keeps going and records its real outcome.
+                wanted = Build.objects.filter(pk=self.build.pk, cancel_requested=True).exists()
+                if wanted and not self.cancelled:
                     self.cancelled = True
                     self.emit(["kdevweb: cancel requested, stopping nix"])
                     if self.proc is not None:

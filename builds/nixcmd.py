@@ -19,6 +19,7 @@ Nix 2.8 quirks this module is written around:
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -232,6 +233,21 @@ def read_bootspec(out_path: str) -> dict[str, Any] | None:
 # -- running builds --------------------------------------------------------------
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded now: the child of a fork must not load libraries
+_PR_SET_PDEATHSIG = 1
+
+
+def _term_with_parent() -> None:
+    """In the forked child: get SIGTERM when the parent dies.
+
+    RQ runs a job in a work horse and kills the horse's process group on
+    timeout or stop; nix lives in a session of its own (so cancelling can
+    kill nix and its builders together), so without this a killed horse
+    would leave nix building for nobody. SIGTERM lets nix stop its builders.
+    """
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def spawn_build(argv: Sequence[str], *, cwd: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Start a build in a new session (so its process group id is its pid).
 
@@ -250,6 +266,7 @@ def spawn_build(argv: Sequence[str], *, cwd: str, env: dict[str, str] | None = N
         errors="replace",
         bufsize=1,
         start_new_session=True,
+        preexec_fn=_term_with_parent,
     )
 
 

@@ -59,7 +59,9 @@ def build_retry(*, build: Build, user) -> Build:
     return build_start(revision=build.revision, user=user, retry_of=build)
 
 
-def build_finish(*, build_id: int, status: str, from_lost: bool = False, **fields) -> bool:
+def build_finish(
+    *, build_id: int, status: str, from_lost: bool = False, only_from: set[str] | None = None, **fields
+) -> bool:
     """Move a build to a terminal status unless it already is in one.
 
     Returns False when another party (cancel, reaper) finished it first, so
@@ -68,7 +70,7 @@ def build_finish(*, build_id: int, status: str, from_lost: bool = False, **field
     did finish after all gets its real outcome.
     """
     now = timezone.now()
-    allowed = ACTIVE | {Status.LOST} if from_lost else ACTIVE
+    allowed = only_from or (ACTIVE | {Status.LOST} if from_lost else ACTIVE)
     updated = Build.objects.filter(pk=build_id, status__in=allowed).update(status=status, finished=now, **fields)
     if updated:
         from .stream import publish_status
@@ -78,17 +80,18 @@ def build_finish(*, build_id: int, status: str, from_lost: bool = False, **field
 
 
 def build_cancel(*, build: Build) -> None:
-    """Cancel a queued build now; ask a running one's job to stop its nix."""
-    if build.status == Status.QUEUED:
+    """Cancel a queued build now; ask a running one's job to stop its nix.
+
+    Both are conditional updates, so a worker claiming the build at the same
+    moment either sees it cancelled (and skips it) or owns it (and is asked).
+    """
+    if build_finish(build_id=build.pk, status=Status.CANCELLED, only_from={Status.QUEUED}):
         try:
             Job.fetch(build.job_id, connection=build_queue().connection).cancel()
         except NoSuchJobError:
             pass
-        if build_finish(build_id=build.pk, status=Status.CANCELLED):
-            return
-        build.refresh_from_db()
-    if build.status == Status.RUNNING:
-        Build.objects.filter(pk=build.pk).update(cancel_requested=True)
+        return
+    Build.objects.filter(pk=build.pk, status=Status.RUNNING).update(cancel_requested=True)
 
 
 def queue_position(build: Build) -> int | None:

@@ -164,7 +164,7 @@ RQ_QUEUES = {
 BUILD_TIMEOUT = envint("BUILD_TIMEOUT", str(6 * 3600))
 # A running build whose worker stopped heartbeating for this long is `lost`.
 BUILD_LOST_AFTER = envint("BUILD_LOST_AFTER", "30")
-BUILDS_DIR = DATA_DIR / "builds"
+BUILDS_DIR = Path(os.getenv("KDEVWEB_BUILDS_DIR", str(DATA_DIR / "builds")))
 # Pass --offline to nix: no substituters, cached flake inputs never expire.
 # The machines kdevweb was built on have no network; set False where
 # cache.nixos.org and GitHub are reachable.

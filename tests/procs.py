@@ -53,11 +53,13 @@ class Proc:
         return self.popen.pid
 
     def kill9(self) -> None:
-        """SIGKILL the whole process group (the worker and its work horse)."""
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        """SIGKILL the process and everything below it, as a dying machine
+        would: RQ's work horse runs in a process group of its own."""
+        for pid in [self.popen.pid, *descendants(self.popen.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.popen.wait(10)
 
     def stop(self) -> None:
@@ -71,6 +73,24 @@ class Proc:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def descendants(pid: int) -> list[int]:
+    """pids below ``pid`` (Linux /proc), parents before children."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(0), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def manage(args: list[str], *, log: Path, **env: str) -> Proc:

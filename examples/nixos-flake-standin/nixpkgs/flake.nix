@@ -1,0 +1,42 @@
+# Offline stand-in for nixpkgs, used by kdevweb's nixos-flake stand-in
+# (../flake.nix). It is NOT nixpkgs: `lib` is a small faithful subset,
+# `lib.nixosSystem` is a small module evaluator, the package set is a few
+# dozen placeholder derivations, and nixos/lib/make-disk-image.nix makes an
+# empty (unbootable) image. See ../README.md.
+{
+  description = "kdevweb offline stand-in for nixpkgs (lib, nixosSystem, make-disk-image)";
+
+  outputs = { self }:
+    let
+      baseLib = import ./lib.nix;
+      moduleSystem = import ./modules.nix { lib = baseLib; };
+
+      nixosSystem = { system ? "x86_64-linux", modules, specialArgs ? { }, ... }:
+        let
+          pkgs = import ./pkgs.nix {
+            inherit lib system;
+            overlays = eval.config.nixpkgs.overlays;
+          };
+          eval = moduleSystem.evalModules {
+            modules = [ ./nixos/modules/base.nix { nixpkgs.hostPlatform = system; } ] ++ modules;
+            specialArgs = { inherit pkgs; modulesPath = ./nixos/modules; } // specialArgs;
+          };
+        in
+        {
+          inherit (eval) config options;
+          inherit pkgs;
+          # keys of every module that was evaluated, deduplicated (debugging aid)
+          standinModuleKeys = eval.modules;
+          type = "configuration";
+        };
+
+      lib = baseLib // {
+        inherit nixosSystem;
+        inherit (moduleSystem) evalModules;
+      };
+    in
+    {
+      inherit lib;
+      legacyPackages.x86_64-linux = import ./pkgs.nix { inherit lib; };
+    };
+}
