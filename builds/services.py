@@ -7,6 +7,7 @@ works for every kind of RQ worker and on any host.
 """
 
 import logging
+import shutil
 from datetime import timedelta
 
 import django_rq
@@ -92,6 +93,16 @@ def build_cancel(*, build: Build) -> None:
             pass
         return
     Build.objects.filter(pk=build.pk, status=Status.RUNNING).update(cancel_requested=True)
+
+
+def build_delete(*, build: Build) -> None:
+    """Delete a finished build: its row, log and out-link (the GC root that
+    kept its output alive; `nix-collect-garbage` may then reclaim it)."""
+    if not build.is_terminal:
+        raise ValueError("Cancel the build before deleting it.")
+    workdir = build.workdir
+    build.delete()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def queue_position(build: Build) -> int | None:

@@ -64,6 +64,19 @@ def build_retry(request, lab, build_id):
     return redirect("build", lab_slug=lab.slug, build_id=build.pk)
 
 
+@lab_view(Role.OPERATOR)
+@require_POST
+def build_delete(request, lab, build_id):
+    build = _build(lab, build_id)
+    try:
+        services.build_delete(build=build)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        return redirect("build", lab_slug=lab.slug, build_id=build.pk)
+    messages.info(request, f"Build #{build_id} deleted, with its log and GC root.")
+    return redirect("build-list", lab_slug=lab.slug)
+
+
 @lab_view(Role.VIEWER)
 def build_log(request, lab, build_id):
     build = _build(lab, build_id)

@@ -149,3 +149,16 @@ def test_killed_worker_means_lost_then_retry_succeeds(users, lab, workers, tmp_p
     workers()
     retry = finished(services.build_retry(build=build, user=users["operator"]), timeout=120)
     assert retry.status == Status.SUCCEEDED, retry.error
+
+
+def test_compare_shows_revision_diff_and_closure_diff(client_for, users, lab, workers):
+    config = make_config(lab, users["operator"])
+    guest_services.revision_create(configuration=config, settings=sample_settings(hostName="other-host",
+                                   extraPackages=[["fio"]]), extra_module="", message="", user=users["operator"])
+    workers()
+    a = finished(services.build_start(revision=config.revisions.get(number=1), user=users["operator"]))
+    b = finished(services.build_start(revision=config.revisions.get(number=2), user=users["operator"]))
+    resp = client_for(users["viewer"]).get(f"/labs/{lab.slug}/builds/compare/?a={a.pk}&b={b.pk}")
+    text = resp.content.decode()
+    assert '+  &quot;hostName&quot;: &quot;other-host&quot;,' in text
+    assert "fio" in text and 'id="diff-closures"' in text
