@@ -75,9 +75,12 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
                 self.next = min(self.next, content["from"])
                 await self._backfill()
 
-    async def _send_lines(self, start: int, lines: list[str]) -> None:
+    async def _send_lines(self, start: int, lines: list[str], t: float | None = None) -> None:
         for i in range(0, len(lines), SEND_CHUNK):
-            await self.send_json({"type": "lines", "start": start + i, "lines": lines[i : i + SEND_CHUNK]})
+            message = {"type": "lines", "start": start + i, "lines": lines[i : i + SEND_CHUNK]}
+            if t is not None:
+                message["t"] = t  # live lines only: when the worker read them
+            await self.send_json(message)
 
     async def _backfill(self, end: int | None = None) -> None:
         lines = await asyncio.to_thread(logstore.read_lines, self.directory, self.next, end)
@@ -87,9 +90,9 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
 
     async def build_lines(self, event):
         async with self.lock:
-            await self._lines(event["start"], event["lines"])
+            await self._lines(event["start"], event["lines"], event.get("t"))
 
-    async def _lines(self, start: int, lines: list[str]) -> None:
+    async def _lines(self, start: int, lines: list[str], t: float | None = None) -> None:
         end = start + len(lines)
         if end <= self.next:
             return  # already sent (from the file or an earlier message)
@@ -98,7 +101,7 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
             if start > self.next:
                 return  # not on disk yet either; the next message or status catches up
         skip = self.next - start
-        await self._send_lines(self.next, lines[skip:])
+        await self._send_lines(self.next, lines[skip:], t)
         self.next = end
 
     async def build_progress(self, event):

@@ -146,6 +146,7 @@ class BuildRunner:
 
     def _started(self, proc) -> None:
         self.proc = proc
+        Build.objects.filter(pk=self.build.pk).update(nix_started=timezone.now())
         if self.cancelled:  # cancel arrived while nix was starting
             nixcmd.kill_group(proc, grace=3.0)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -50,6 +51,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._pending: list[str] = []
         self._pending_start = 0
+        self._pending_since = 0.0
         self._progress: dict | None = None
         self._closed = False
         self._wake = threading.Event()
@@ -60,6 +62,7 @@ class Publisher:
         with self._lock:
             if not self._pending:
                 self._pending_start = start
+                self._pending_since = time.time()
             self._pending.extend(lines)
         self._wake.set()
 
@@ -79,7 +82,10 @@ class Publisher:
             messages = []
             while self._pending:
                 chunk = self._pending[: self.max_batch]
-                messages.append({"type": "build.lines", "start": self._pending_start, "lines": chunk})
+                # "t": when the oldest line of the batch was read from nix,
+                # so clients (and bench/) can measure end-to-end latency.
+                messages.append({"type": "build.lines", "start": self._pending_start, "lines": chunk,
+                                 "t": self._pending_since})
                 self._pending = self._pending[len(chunk):]
                 self._pending_start += len(chunk)
             if self._progress is not None:

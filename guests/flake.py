@@ -64,6 +64,31 @@ def nix_string(value: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def default_settings(*, nixos_flake_url: str, **overrides: Any) -> dict[str, Any]:
+    """A complete settings dict with the form's defaults (what kdevweb.json holds)."""
+    settings: dict[str, Any] = {
+        "backend": "imageless",
+        "mode": "guest",
+        "nixosFlakeUrl": nixos_flake_url,
+        "hostName": "kdev",
+        "user": {"name": "kdev", "extraGroups": None, "authorizedKeys": []},
+        "profiles": [],
+        "controller": False,
+        "monitoring": None,
+        "testSuites": [],
+        "extraPackages": [],
+        "sourceOverrides": {},
+        "shares": {},
+        "storage": {},
+        "memoryMiB": 1024,
+        "vcpus": 2,
+        "diskSizeMiB": 20480,
+        "stateVersion": STATE_VERSION,
+    }
+    settings.update(overrides)
+    return settings
+
+
 def output_name(backend: str) -> str:
     """The ``packages.x86_64-linux`` attribute a backend builds."""
     return "toplevel" if backend == "imageless" else "image"

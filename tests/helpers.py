@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from guests.flake import STATE_VERSION
+from guests.flake import default_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = ROOT / "examples" / "nixos-flake-standin"
@@ -10,24 +10,4 @@ STANDIN = ROOT / "examples" / "nixos-flake-standin"
 
 def sample_settings(**overrides) -> dict:
     """A valid settings dict on the offline stand-in (what the form produces)."""
-    s = {
-        "backend": "imageless",
-        "mode": "guest",
-        "nixosFlakeUrl": f"path:{STANDIN}",
-        "hostName": "kdev",
-        "user": {"name": "kdev", "extraGroups": None, "authorizedKeys": []},
-        "profiles": [],
-        "controller": False,
-        "monitoring": None,
-        "testSuites": [],
-        "extraPackages": [],
-        "sourceOverrides": {},
-        "shares": {},
-        "storage": {},
-        "memoryMiB": 1024,
-        "vcpus": 2,
-        "diskSizeMiB": 20480,
-        "stateVersion": STATE_VERSION,
-    }
-    s.update(overrides)
-    return s
+    return default_settings(nixos_flake_url=f"path:{STANDIN}", **overrides)

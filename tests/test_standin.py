@@ -13,20 +13,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from guests.flake import render_files, write_files  # noqa: E402
-
-STANDIN = REPO / "examples" / "nixos-flake-standin"
+from guests.flake import default_settings, render_files, write_files
+from tests.helpers import STANDIN
 NIX = shutil.which("nix")
 pytestmark = pytest.mark.skipif(NIX is None, reason="nix is not installed")
 
@@ -39,26 +33,9 @@ def nix_env() -> dict[str, str]:
 
 
 def settings(**overrides: Any) -> dict[str, Any]:
-    s: dict[str, Any] = {
-        "backend": "imageless",
-        "mode": "guest",
-        "nixosFlakeUrl": "path:" + str(STANDIN),
-        "hostName": "kdev",
-        "user": {"name": "kdev", "extraGroups": None, "authorizedKeys": ["ssh-ed25519 AAAAC3Nza test@host"]},
-        "profiles": ["devel"],
-        "controller": False,
-        "monitoring": None,
-        "testSuites": ["fstests"],
-        "extraPackages": [["fio"]],
-        "sourceOverrides": {},
-        "shares": {},
-        "storage": {},
-        "memoryMiB": 1024,
-        "vcpus": 2,
-        "diskSizeMiB": 20480,
-    }
-    s.update(overrides)
-    return s
+    base = {"user": {"name": "kdev", "extraGroups": None, "authorizedKeys": ["ssh-ed25519 AAAAC3Nza test@host"]},
+            "profiles": ["devel"], "testSuites": ["fstests"], "extraPackages": [["fio"]]}
+    return default_settings(nixos_flake_url=f"path:{STANDIN}", **{**base, **overrides})
 
 
 def render(directory: Path, s: dict[str, Any], extra: str = "") -> Path:

@@ -20,25 +20,10 @@ STANDIN = Path(settings.BASE_DIR) / "examples" / "nixos-flake-standin"
 
 
 def demo_settings() -> dict:
-    return {
-        "backend": "imageless",
-        "mode": "guest",
-        "nixosFlakeUrl": f"path:{STANDIN}",
-        "hostName": "demo",
-        "user": {"name": "kdev", "extraGroups": None, "authorizedKeys": []},
-        "profiles": ["devel"],
-        "controller": False,
-        "monitoring": None,
-        "testSuites": ["fstests"],
-        "extraPackages": [["fio"], ["gdb"]],
-        "sourceOverrides": {},
-        "shares": {},
-        "storage": {},
-        "memoryMiB": 1024,
-        "vcpus": 2,
-        "diskSizeMiB": 20480,
-        "stateVersion": flake.STATE_VERSION,
-    }
+    return flake.default_settings(
+        nixos_flake_url=f"path:{STANDIN}", hostName="demo", profiles=["devel"], testSuites=["fstests"],
+        extraPackages=[["fio"], ["gdb"]],
+    )
 
 
 class Command(BaseCommand):
