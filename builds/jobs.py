@@ -41,7 +41,6 @@ def build_run(build_id: int) -> str:
     )
     if not claimed:
         return "skipped: not queued"  # cancelled (or reaped) before a worker got to it
-    publish_status(build_id)
     build = Build.objects.select_related("revision").get(pk=build_id)
     return BuildRunner(build).run()
 
@@ -112,6 +111,7 @@ class BuildRunner:
         write_files(self.build.revision.files, str(flake_dir))
         self.writer = logstore.LogWriter(self.workdir)
         self.publisher = Publisher(self.build.pk)
+        self.publisher.status()  # queued -> running
         argv = nixcmd.build_argv(
             flake_dir=str(flake_dir), attr=self.build.attr, out_link=str(self.workdir / "result"),
             offline=settings.NIX_OFFLINE,
@@ -138,11 +138,23 @@ class BuildRunner:
         status = fields.pop("status")
         self.emit([f"kdevweb: {status} after {time.monotonic() - started:.1f} s"])
         self.writer.close()
-        self.publisher.close()
         logstore.compress(self.workdir)
         build_finish(build_id=self.build.pk, status=status, progress=self.progress.snapshot(),
                      log_lines=self.writer.count, from_lost=True, **fields)
+        self.publisher.close()
+        if status == Status.SUCCEEDED and fields.get("out_path"):
+            self.measure(fields["out_path"])
         return status
+
+    def measure(self, out_path: str) -> None:
+        """Closure size, after the result is out: review data, not the result."""
+        try:
+            size = nixcmd.path_info_size(out_path)
+        except nixcmd.NixError as exc:
+            log.warning("closure size of build %s: %s", self.build.pk, exc)
+            return
+        Build.objects.filter(pk=self.build.pk).update(closure_size=size)
+        publish_status(self.build.pk)
 
     def _started(self, proc) -> None:
         self.proc = proc
@@ -162,10 +174,6 @@ class BuildRunner:
             fields["drv_path"] = results[0]["drv_path"]
             fields["out_path"] = next(iter(results[0]["outputs"].values()), "")
         if fields.get("out_path"):
-            try:
-                fields["closure_size"] = nixcmd.path_info_size(fields["out_path"])
-            except nixcmd.NixError as exc:
-                self.emit([f"kdevweb: could not measure the closure: {exc}"])
             try:
                 fields["bootspec"] = nixcmd.read_bootspec(fields["out_path"])
             except ValueError as exc:

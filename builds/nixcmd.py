@@ -19,7 +19,6 @@ Nix 2.8 quirks this module is written around:
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -233,19 +232,14 @@ def read_bootspec(out_path: str) -> dict[str, Any] | None:
 # -- running builds --------------------------------------------------------------
 
 
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded now: the child of a fork must not load libraries
-_PR_SET_PDEATHSIG = 1
-
-
-def _term_with_parent() -> None:
-    """In the forked child: get SIGTERM when the parent dies.
-
-    RQ runs a job in a work horse and kills the horse's process group on
-    timeout or stop; nix lives in a session of its own (so cancelling can
-    kill nix and its builders together), so without this a killed horse
-    would leave nix building for nobody. SIGTERM lets nix stop its builders.
-    """
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# RQ runs a job in a work horse and kills the horse's process group on
+# timeout or stop; nix lives in a session of its own (so cancelling can kill
+# nix and its builders together), so without this a killed horse would leave
+# nix building for nobody. util-linux's setpriv sets PR_SET_PDEATHSIG and
+# execs nix, which keeps it: nix gets SIGTERM (and stops its builders) when
+# the process that spawned it dies. Unlike a preexec_fn this lets Python
+# spawn with vfork, which matters for start-up latency in a large worker.
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "SIGTERM", "--"]
 
 
 def spawn_build(argv: Sequence[str], *, cwd: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -256,7 +250,7 @@ def spawn_build(argv: Sequence[str], *, cwd: str, env: dict[str, str] | None = N
     an exception. stdin is /dev/null so nix can never wait on a question.
     """
     return subprocess.Popen(
-        list(argv),
+        DIE_WITH_PARENT + list(argv),
         cwd=cwd,
         env=nix_env() if env is None else env,
         stdin=subprocess.DEVNULL,
@@ -266,7 +260,6 @@ def spawn_build(argv: Sequence[str], *, cwd: str, env: dict[str, str] | None = N
         errors="replace",
         bufsize=1,
         start_new_session=True,
-        preexec_fn=_term_with_parent,
     )
 
 

@@ -44,7 +44,7 @@ class Publisher:
     at most every ``interval`` seconds in batches of at most ``max_batch``.
     """
 
-    def __init__(self, build_id: int, *, interval: float = 0.02, max_batch: int = 500) -> None:
+    def __init__(self, build_id: int, *, interval: float = 0.02, max_batch: int = 1000) -> None:
         self.group = group_name(build_id)
         self.interval = interval
         self.max_batch = max_batch
@@ -53,6 +53,7 @@ class Publisher:
         self._pending_start = 0
         self._pending_since = 0.0
         self._progress: dict | None = None
+        self._status = False
         self._closed = False
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"publish-{self.group}", daemon=True)
@@ -64,6 +65,12 @@ class Publisher:
                 self._pending_start = start
                 self._pending_since = time.time()
             self._pending.extend(lines)
+        self._wake.set()
+
+    def status(self) -> None:
+        """Tell consumers the row changed (sent in order with the lines)."""
+        with self._lock:
+            self._status = True
         self._wake.set()
 
     def progress(self, snapshot: dict) -> None:
@@ -91,6 +98,9 @@ class Publisher:
             if self._progress is not None:
                 messages.append({"type": "build.progress", "progress": self._progress})
                 self._progress = None
+            if self._status:
+                messages.append({"type": "build.status"})
+                self._status = False
             return messages, self._closed
 
     def _run(self) -> None:
@@ -110,6 +120,8 @@ class Publisher:
                     break
             if closed:
                 return
-            # Let lines accumulate a little: batches, not one message a line.
-            await asyncio.sleep(self.interval)
+            # Let lines accumulate a little (batches, not one message a
+            # line), unless they are already piling up faster than that.
+            if sum(len(m.get("lines", ())) for m in messages) < self.max_batch:
+                await asyncio.sleep(self.interval)
 

@@ -51,7 +51,11 @@ def test_build_succeeds_and_records_everything(client_for, users, lab, workers):
     assert build.status == Status.SUCCEEDED, build.error
     assert build.created_by == users["operator"] and build.exit_code == 0
     assert build.drv_path.endswith(".drv") and build.out_path.startswith("/nix/store/")
-    assert build.closure_size > 0 and build.duration.total_seconds() > 0
+    assert build.duration.total_seconds() > 0
+    # The closure size is measured right after the result is recorded.
+    wait_for(lambda: Build.objects.get(pk=build.pk).closure_size, 30, what="the closure size")
+    build.refresh_from_db()
+    assert build.closure_size > 0
     spec = build.bootspec
     assert spec["init"].startswith(build.out_path) and spec["initrd"].startswith(build.out_path)
     assert spec["toplevel"] == build.out_path and "root=tmpfs" in " ".join(spec["kernelParams"])

@@ -40,6 +40,12 @@
     status.className = "status-" + b.status;
     set("queue", b.queue_position ? "(position " + b.queue_position + " in the queue)" : "");
     onProgress(b.progress);
+    if (b.duration_s !== null) set("duration", b.duration_s + " s");
+    if (b.exit_code !== null) set("exit-code", b.exit_code);
+    set("drv-path", b.drv_path);
+    set("out-path", b.out_path);
+    // Measured just after the result: it arrives in a later status.
+    if (b.closure_size) set("closure-size", (b.closure_size / 1048576).toFixed(1) + " MiB (" + b.closure_size + " bytes)");
     if (b.terminal && wasActive) {
       // The server sent every stored line before this status; reload to show
       // the final record (paths, closure size, bootspec) rendered server-side.
