@@ -136,6 +136,9 @@ class BuildRunner:
             self.stopping.set()
             watchdog.join(5)
         status = fields.pop("status")
+        lock = flake_dir / "flake.lock"
+        if lock.exists():
+            fields["flake_lock"] = lock.read_text(errors="replace")
         self.emit([f"kdevweb: {status} after {time.monotonic() - started:.1f} s"])
         self.writer.close()
         logstore.compress(self.workdir)

@@ -49,6 +49,7 @@ class Build(models.Model):
     out_path = models.CharField(max_length=300, blank=True)
     closure_size = models.BigIntegerField(null=True, blank=True)
     bootspec = models.JSONField(null=True, blank=True)
+    flake_lock = models.TextField(blank=True, help_text="the flake.lock nix wrote: exact input revisions used")
 
     class Meta:
         ordering = ["-created", "-id"]

@@ -25,6 +25,7 @@ def build_summary(build: Build) -> dict[str, Any]:
         "closure_size": build.closure_size,
         "bootspec": build.bootspec,
         "progress": build.progress,
+        "phase": (build.progress or {}).get("phase") or (build.progress or {}).get("stage") or "–",
         "log_lines": build.log_lines,
         "cancel_requested": build.cancel_requested,
     }

@@ -36,10 +36,12 @@ def build_detail(request, lab, build_id):
     summary = build_summary(build)
     if build.status == Status.QUEUED:
         summary["queue_position"] = services.queue_position(build)
+    spec = build.bootspec or {}
     ctx = {
         "lab": lab,
         "build": build,
         "summary": summary,
+        "bootspec_rows": [(k, " ".join(v) if isinstance(v, list) else v) for k, v in spec.items()],
         "is_operator": role_at_least(request.lab_role, Role.OPERATOR),
         "active": build.status in ACTIVE,
     }

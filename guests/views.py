@@ -94,6 +94,14 @@ def member_remove(request, lab, member_id):
     return redirect("lab", lab_slug=lab.slug)
 
 
+def config_builds(config, limit: int = 10):
+    """The configuration's latest builds (any revision)."""
+    from builds.models import Build
+
+    return (Build.objects.filter(revision__configuration=config)
+            .select_related("revision", "created_by").order_by("-created", "-id")[:limit])
+
+
 def _editor_page(request, lab, editor, *, config=None, status=200):
     ctx = {"lab": lab, "editor": editor, "config": config, "role": request.lab_role}
     return render(request, "guests/config_form.html", ctx, status=status)
@@ -154,6 +162,7 @@ def config_detail(request, lab, config_id, number=None):
         "revisions": config.revisions.select_related("created_by"),
         "is_operator": role_at_least(request.lab_role, Role.OPERATOR),
         "output": flake.output_name(rev.backend),
+        "builds": config_builds(config),
     }
     return render(request, "guests/config_detail.html", ctx)
 

@@ -61,6 +61,7 @@ def test_build_succeeds_and_records_everything(client_for, users, lab, workers):
     assert spec["toplevel"] == build.out_path and "root=tmpfs" in " ".join(spec["kernelParams"])
     # GC root: the out-link keeps the output alive until the build is deleted.
     assert os.path.realpath(build.workdir / "result") == build.out_path
+    assert '"nixos-flake"' in build.flake_lock  # the exact inputs this build used
     text = log_text(build)
     assert "kdevweb: succeeded" in text and text.count("\n") == build.log_lines
     page = client_for(users["viewer"]).get(f"/labs/{lab.slug}/builds/{build.pk}/").content.decode()

@@ -29,7 +29,7 @@
 
   function onProgress(p) {
     if (!p) return;
-    set("phase", p.phase || "–");
+    set("phase", p.phase || p.stage || "–");
     if (p.builds) { set("builds-done", p.builds.done); set("builds-expected", p.builds.expected); }
     if (p.downloads) { set("dl-done", p.downloads.done); set("dl-expected", p.downloads.expected); }
   }
