@@ -7,6 +7,7 @@ import json
 import tarfile
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from guests.models import Configuration, Revision
 
@@ -115,6 +116,15 @@ BAD_INPUTS = [
     ({"shares-TOTAL_FORMS": "2", "shares-0-mount_point": "/mnt/a", "shares-0-tag": "a",
       "shares-1-mount_point": "/mnt/a", "shares-1-tag": "b"}, "appears twice"),
     ({"shares-TOTAL_FORMS": "x"}, "ManagementForm data is missing or has been tampered with"),
+    ({"message": "x" * 201}, "at most 200 characters"),
+    ({"mon_output_dir": "/var/\x00x"}, "Null characters are not allowed"),
+    ({"mon_blkalgn_disk": "\x00"}, "Null characters are not allowed"),
+    ({"mon_blkalgn_ops": "read\x00"}, "Null characters are not allowed"),
+    ({"mon_bio_disk": "vd\x00a"}, "Null characters are not allowed"),
+    ({"shares-0-mount_point": "/mnt/a", "shares-0-tag": "a", "shares-0-options": "ro\x00"},
+     "Null characters are not allowed"),
+    ({"storage-0-mount_point": "/mnt/s", "storage-0-device": "/dev/vdb", "storage-0-fs_type": "xfs",
+      "storage-0-options": "\x00"}, "Null characters are not allowed"),
 ]
 
 
@@ -201,3 +211,25 @@ def test_create_lab(client_for, users):
     resp = client.post("/labs/new/", {"name": "Again", "slug": "mine"})
     assert resp.status_code == 400 and "exists already" in resp.content.decode()
     assert client.post("/labs/new/", {"name": "x", "slug": "bad slug"}).status_code == 400
+
+
+def test_clone_needs_a_name(client_for, users, lab, config):
+    resp = client_for(users["operator"]).post(f"/labs/{lab.slug}/configs/{config.pk}/clone/", {"name": " "},
+                                              follow=True)
+    assert "Give the clone a name" in resp.content.decode()
+    assert Configuration.objects.filter(lab=lab).count() == 1
+
+
+FIELDS = [k for k in post_data() if not k.endswith("_FORMS")] + [
+    "shares-0-mount_point", "shares-0-tag", "shares-0-options", "storage-0-mount_point", "storage-0-device",
+    "storage-0-fs_type", "storage-0-options", "storage-0-mkfs_args", "sources-0-package", "sources-0-url"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(FIELDS), value=st.text(max_size=60))
+def test_any_value_in_any_field_is_saved_or_refused_never_a_500(client_for, users, lab, field, value):
+    before = Revision.objects.count()
+    values = {"name": f"fuzz-{Revision.objects.count()}", field: value}
+    resp = create(client_for(users["operator"]), lab, **values)
+    assert resp.status_code in (302, 400)
+    assert Revision.objects.count() == before + (resp.status_code == 302)
