@@ -50,3 +50,14 @@ def test_first_run_creates_admin_once_and_demo(settings, tmp_path):
 
     demo = Configuration.objects.get(lab__slug="demo", name="example-guest")
     assert "nixos-flake-standin" in demo.latest.files["flake.nix"]
+
+
+def test_production_static_files_collect(tmp_path):
+    """Hashed, compressed statics (what DEBUG=False serves) build cleanly,
+    including the vendored xterm.js and its source maps."""
+    env = dict(os.environ, DEBUG="False", STATIC_ROOT=str(tmp_path / "static"), KDEVWEB_DATA_DIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = (tmp_path / "static" / "staticfiles.json").read_text()
+    assert "vendor/xterm/xterm.js" in manifest and "kdevweb/build.js" in manifest
