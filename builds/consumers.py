@@ -9,6 +9,7 @@ the build ends, whatever is left in the file is sent before the final status.
 """
 
 import asyncio
+import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -52,6 +53,7 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
         self.directory = build.workdir
         self.next = 0
         self.terminal = False
+        self.last_live = time.monotonic()
         self.group = group_name(build_id)
         # Handlers and the queue poller both send lines; one at a time keeps
         # `self.next` honest.
@@ -59,21 +61,13 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self.build_status({})
-        self.poller = asyncio.create_task(self._poll_queue()) if not self.terminal else None
+        self.poller = asyncio.create_task(self._poll()) if not self.terminal else None
 
     async def disconnect(self, code):
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
         if getattr(self, "poller", None):
             self.poller.cancel()
-
-    async def receive_json(self, content, **kwargs):
-        # Read-only stream: a client may only ask for a resend from an offset
-        # (after its own reconnect logic lost track).
-        if isinstance(content, dict) and isinstance(content.get("from"), int) and content["from"] >= 0:
-            async with self.lock:
-                self.next = min(self.next, content["from"])
-                await self._backfill()
 
     async def _send_lines(self, start: int, lines: list[str], t: float | None = None) -> None:
         for i in range(0, len(lines), SEND_CHUNK):
@@ -93,6 +87,7 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
             await self._lines(event["start"], event["lines"], event.get("t"))
 
     async def _lines(self, start: int, lines: list[str], t: float | None = None) -> None:
+        self.last_live = time.monotonic()
         end = start + len(lines)
         if end <= self.next:
             return  # already sent (from the file or an earlier message)
@@ -117,15 +112,24 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
             self.terminal = summary["terminal"]
             await self.send_json({"type": "status", "build": summary})
 
-    async def _poll_queue(self):
-        # Queue positions change as other builds start; nobody publishes that.
+    async def _poll(self):
+        """Once a second: queue position while queued; while running, catch
+        up from the log file if live batches stopped arriving (a Redis
+        restart drops group memberships, so rejoin too)."""
         try:
             while not self.terminal:
                 await asyncio.sleep(1.0)
                 summary = await _summary(self.build_id)
-                if summary["status"] == Status.QUEUED:
-                    await self.send_json({"type": "status", "build": summary})
-                elif summary["terminal"] and not self.terminal:
+                async with self.lock:
+                    if summary["status"] == Status.QUEUED:
+                        await self.send_json({"type": "status", "build": summary})
+                    elif time.monotonic() - self.last_live > 2.0:
+                        try:
+                            await self.channel_layer.group_add(self.group, self.channel_name)
+                        except Exception:
+                            pass  # Redis still down: the file has the lines
+                        await self._backfill()
+                if summary["terminal"] and not self.terminal:
                     await self.build_status({})
         except asyncio.CancelledError:
             pass

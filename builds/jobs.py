@@ -8,6 +8,7 @@ goes to the row once, through `services.build_finish`.
 
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -60,14 +61,19 @@ class BuildRunner:
         self.cancelled = False
         self.stopping = threading.Event()
         self.last_progress = 0.0
+        self.emit_lock = threading.Lock()
 
     # -- output --------------------------------------------------------------
 
     def emit(self, lines: list[str]) -> None:
-        start = self.writer.write(lines)
-        self.publisher.lines(start, lines)
+        # The reading thread and the watchdog both emit: the offset a batch
+        # is published with must be the one it was written at.
+        with self.emit_lock:
+            start = self.writer.write(lines)
+            self.publisher.lines(start, lines)
 
     def on_line(self, line: str) -> None:
+        self.raw.write(line + "\n")  # nix's own stream, kept for re-parsing
         out: list[str] = []
         for event in self.progress.feed(line):
             if isinstance(event, nixlog.LogEvent):
@@ -106,48 +112,62 @@ class BuildRunner:
     # -- the build --------------------------------------------------------------
 
     def run(self) -> str:
+        # A leftover dir (build ids reused after a database reset) would mix
+        # an old log and flake.lock into this build: start clean.
+        shutil.rmtree(self.workdir, ignore_errors=True)
         flake_dir = self.workdir / "flake"
-        flake_dir.mkdir(parents=True, exist_ok=True)
+        flake_dir.mkdir(parents=True)
         write_files(self.build.revision.files, str(flake_dir))
         self.writer = logstore.LogWriter(self.workdir)
+        self.raw = open(self.workdir / logstore.RAW, "w", encoding="utf-8", errors="replace")
         self.publisher = Publisher(self.build.pk)
         self.publisher.status()  # queued -> running
+        watchdog = threading.Thread(target=self.watchdog, name=f"watchdog-{self.build.pk}", daemon=True)
+        watchdog.start()
+        started = time.monotonic()
+        try:
+            fields = self.build_and_inspect(flake_dir)
+            status = fields.pop("status")
+            lock = flake_dir / "flake.lock"
+            if lock.exists():
+                fields["flake_lock"] = lock.read_text(errors="replace")
+            self.emit([f"kdevweb: {status} after {time.monotonic() - started:.1f} s"])
+        except Exception:  # e.g. a full disk while writing the log
+            status, fields = Status.FAILED, {"error": "kdevweb failed to record the build:\n" + traceback.format_exc()}
+        finally:
+            # Recorded while the watchdog still heartbeats, so the reaper
+            # never mistakes a slow finish for a dead worker.
+            build_finish(build_id=self.build.pk, status=status, progress=self.progress.snapshot(),
+                         log_lines=self.writer.count, from_lost=True, **fields)
+            self.stopping.set()
+            watchdog.join(5)
+            self.publisher.close()
+            self.writer.close()
+            self.raw.close()
+        # Readers handle the switch from `log` to `log.gz` at any moment.
+        logstore.compress(self.workdir)
+        logstore.compress(self.workdir, logstore.RAW)
+        if status == Status.SUCCEEDED and fields.get("out_path"):
+            self.measure(fields["out_path"])
+        return status
+
+    def build_and_inspect(self, flake_dir) -> dict:
         argv = nixcmd.build_argv(
             flake_dir=str(flake_dir), attr=self.build.attr, out_link=str(self.workdir / "result"),
             offline=settings.NIX_OFFLINE,
         )
         self.emit([f"kdevweb: building {self.build.revision} ({self.build.attr})", "$ " + " ".join(argv)])
-        watchdog = threading.Thread(target=self.watchdog, name=f"watchdog-{self.build.pk}", daemon=True)
-        watchdog.start()
-        started = time.monotonic()
-        fields: dict = {}
         try:
             code, stdout = nixcmd.run_build(
                 argv, cwd=str(flake_dir), on_line=self.on_line, env=nixcmd.nix_env(),
                 on_start=self._started, timeout=settings.BUILD_TIMEOUT,
             )
-            fields = self.outcome(code, stdout)
+            return self.outcome(code, stdout)
         except nixcmd.BuildTimeout as exc:
-            fields = {"status": Status.FAILED, "exit_code": exc.returncode,
-                      "error": f"Timed out after {settings.BUILD_TIMEOUT} s (BUILD_TIMEOUT); nix was killed."}
+            return {"status": Status.FAILED, "exit_code": exc.returncode,
+                    "error": f"Timed out after {settings.BUILD_TIMEOUT} s (BUILD_TIMEOUT); nix was killed."}
         except Exception:
-            fields = {"status": Status.FAILED, "error": "kdevweb failed to run the build:\n" + traceback.format_exc()}
-        finally:
-            self.stopping.set()
-            watchdog.join(5)
-        status = fields.pop("status")
-        lock = flake_dir / "flake.lock"
-        if lock.exists():
-            fields["flake_lock"] = lock.read_text(errors="replace")
-        self.emit([f"kdevweb: {status} after {time.monotonic() - started:.1f} s"])
-        self.writer.close()
-        logstore.compress(self.workdir)
-        build_finish(build_id=self.build.pk, status=status, progress=self.progress.snapshot(),
-                     log_lines=self.writer.count, from_lost=True, **fields)
-        self.publisher.close()
-        if status == Status.SUCCEEDED and fields.get("out_path"):
-            self.measure(fields["out_path"])
-        return status
+            return {"status": Status.FAILED, "error": "kdevweb failed to run the build:\n" + traceback.format_exc()}
 
     def measure(self, out_path: str) -> None:
         """Closure size, after the result is out: review data, not the result."""

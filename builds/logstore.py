@@ -15,6 +15,9 @@ from pathlib import Path
 
 PLAIN = "log"
 COMPRESSED = "log.gz"
+# Nix's own --log-format internal-json stream, kept as it came (compressed
+# when the build ends) so phases and activities can be re-parsed later.
+RAW = "nix-internal-json.log"
 
 
 class LogWriter:
@@ -45,13 +48,13 @@ def split_text(text: str) -> list[str]:
     return text.replace("\r\n", "\n").rstrip("\n").split("\n") if text else []
 
 
-def compress(directory: Path) -> None:
-    """Replace ``log`` by ``log.gz`` atomically (readers see one or the other)."""
+def compress(directory: Path, name: str = PLAIN) -> None:
+    """Replace ``name`` by ``name.gz`` atomically (readers see one or the other)."""
     directory = Path(directory)
-    plain, packed = directory / PLAIN, directory / COMPRESSED
+    plain, packed = directory / name, directory / (name + ".gz")
     if not plain.exists():
         return
-    tmp = directory / (COMPRESSED + ".tmp")
+    tmp = directory / (name + ".gz.tmp")
     with open(plain, "rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
         shutil.copyfileobj(src, dst)
     os.replace(tmp, packed)
@@ -61,11 +64,13 @@ def compress(directory: Path) -> None:
 def _open(directory: Path):
     directory = Path(directory)
     try:
-        return open(directory / PLAIN, encoding="utf-8", errors="replace")
+        # newline="\n": only \n ends a line, as when it was written; a lone
+        # \r inside a line (progress bars) must not shift the offsets.
+        return open(directory / PLAIN, encoding="utf-8", errors="replace", newline="\n")
     except FileNotFoundError:
         pass
     try:
-        return gzip.open(directory / COMPRESSED, "rt", encoding="utf-8", errors="replace")
+        return gzip.open(directory / COMPRESSED, "rt", encoding="utf-8", errors="replace", newline="\n")
     except FileNotFoundError:
         return None
 
@@ -87,11 +92,12 @@ def read_lines(directory: Path, start: int = 0, end: int | None = None) -> list[
     return out
 
 
-def raw_stream(directory: Path):
-    """(file object, is_gzipped) for downloading the raw log, or (None, False)."""
+def raw_stream(directory: Path, name: str = PLAIN):
+    """(file object, is_gzipped) for downloading a log file, or (None, False)."""
     directory = Path(directory)
-    if (directory / COMPRESSED).exists():
-        return open(directory / COMPRESSED, "rb"), True
-    if (directory / PLAIN).exists():
-        return open(directory / PLAIN, "rb"), False
+    for candidate, gzipped in ((name + ".gz", True), (name, False)):
+        try:
+            return open(directory / candidate, "rb"), gzipped
+        except FileNotFoundError:
+            continue
     return None, False

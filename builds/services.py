@@ -32,14 +32,19 @@ def build_queue():
 def _enqueue(build_id: int) -> None:
     # RQ's own timeout is a backstop only: the job enforces BUILD_TIMEOUT
     # itself, so that it can kill nix and record why.
-    build_queue().enqueue(
-        "builds.jobs.build_run",
-        build_id,
-        job_id=f"build-{build_id}",
-        job_timeout=settings.BUILD_TIMEOUT + 120,
-        result_ttl=3600,
-        failure_ttl=86400,
-    )
+    try:
+        build_queue().enqueue(
+            "builds.jobs.build_run",
+            build_id,
+            job_id=f"build-{build_id}",
+            job_timeout=settings.BUILD_TIMEOUT + 120,
+            result_ttl=3600,
+            failure_ttl=86400,
+        )
+    except Exception as exc:  # Redis unreachable: say so on the build, not with a 500
+        log.error("could not enqueue build %s: %s", build_id, exc)
+        build_finish(build_id=build_id, status=Status.FAILED,
+                     error=f"Could not queue the build: the queue (Redis) is unreachable ({exc}). Retry later.")
 
 
 def build_start(*, revision: Revision, user, retry_of: Build | None = None) -> Build:
@@ -100,6 +105,10 @@ def build_delete(*, build: Build) -> None:
     kept its output alive; `nix-collect-garbage` may then reclaim it)."""
     if not build.is_terminal:
         raise ValueError("Cancel the build before deleting it.")
+    if build.status == Status.LOST and build.heartbeat and (
+        timezone.now() - build.heartbeat
+    ).total_seconds() < settings.BUILD_LOST_AFTER:
+        raise ValueError("Its worker was heard from moments ago; wait before deleting it.")
     workdir = build.workdir
     build.delete()
     shutil.rmtree(workdir, ignore_errors=True)

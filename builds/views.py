@@ -82,10 +82,12 @@ def build_delete(request, lab, build_id):
 @lab_view(Role.VIEWER)
 def build_log(request, lab, build_id):
     build = _build(lab, build_id)
-    fh, gzipped = logstore.raw_stream(build.workdir)
+    # ?nix=1: nix's own internal-json stream instead of the log as shown.
+    name = logstore.RAW if request.GET.get("nix") else logstore.PLAIN
+    fh, gzipped = logstore.raw_stream(build.workdir, name)
     if fh is None:
         raise Http404("This build has no log.")
-    name = f"build-{build.pk}.log" + (".gz" if gzipped else "")
+    name = f"build-{build.pk}-{name}" + (".gz" if gzipped else "")
     return FileResponse(fh, as_attachment=True, filename=name,
                         content_type="application/gzip" if gzipped else "text/plain")
 

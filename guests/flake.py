@@ -215,6 +215,8 @@ def render_files(settings: dict[str, Any], *, extra_module: str = "", title: str
     (see ``guests.forms``). Returns ``{filename: text}``: ``flake.nix``,
     ``default.nix``, ``kdevweb.json`` and, when given, ``extra.nix``.
     """
+    if settings.get("backend") not in BACKENDS:
+        raise ValueError(f"unknown backend {settings.get('backend')!r}")  # it names a module in flake.nix
     data = dict(settings)
     data["extraModule"] = bool(extra_module.strip())
     data.setdefault("stateVersion", STATE_VERSION)

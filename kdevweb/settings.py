@@ -94,9 +94,15 @@ WSGI_APPLICATION = "kdevweb.wsgi.application"
 ASGI_APPLICATION = "kdevweb.asgi.application"
 
 # Builds write status from the worker while the web process reads: WAL lets
-# readers and one writer proceed together, and the timeout waits for a lock
-# rather than failing.
-_SQLITE_OPTIONS = {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+# readers and one writer proceed together.
+# IMMEDIATE: a transaction that reads then writes takes the write lock up
+# front, so it waits (timeout) instead of failing with "database is locked"
+# when a worker's heartbeat commits in between.
+_SQLITE_OPTIONS = {
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+}
 DATABASES = {
     "default": {
         "ENGINE": os.getenv("DB_ENGINE", "django.db.backends.sqlite3"),

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import pytest
 from django.conf import settings
 
-from tests.helpers import sample_settings
+from tests.helpers import sample_settings, skip_or_fail
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -75,7 +75,7 @@ def redis_server():
 @pytest.fixture
 def redis_control(redis_server):
     if redis_server.proc is None:
-        pytest.skip("Redis at REDIS_URL was not started by this test session; cannot restart it")
+        skip_or_fail("Redis at REDIS_URL was not started by this test session; cannot restart it")
     return redis_server
 
 

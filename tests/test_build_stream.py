@@ -107,3 +107,20 @@ def test_restarting_redis_mid_build_keeps_outcome_and_log(users, lab, workers, r
     lines = logstore.read_lines(build.workdir)
     assert len(lines) == build.log_lines and lines[-1].startswith("kdevweb: succeeded")
     assert any("system closure ready" in line for line in lines)
+
+
+def test_cancel_during_output_keeps_the_stream_exact(client_for, users, lab, workers, daphne):
+    """The watchdog writes "cancel requested" while nix is still printing:
+    both writers go through one lock, so offsets stay exact."""
+    config = make_config(lab, users["operator"], extra_module="{ standin.logLines = 400000; }")
+    workers(CHANNEL_CAPACITY="3")
+    build = services.build_start(revision=config.latest, user=users["operator"])
+    with _ws(daphne, build.pk, client_for(users["viewer"])) as ws:
+        wait_for(lambda: len(logstore.read_lines(build.workdir, 0, 2000)) >= 2000, 60, what="output")
+        services.build_cancel(build=build)
+        got, order, statuses = collect(ws)
+    build = finished(build)
+    assert build.status == Status.CANCELLED
+    stored = logstore.read_lines(build.workdir)
+    assert any("cancel requested" in line for line in stored)
+    assert order == list(range(len(stored))) and [got[i] for i in order] == stored

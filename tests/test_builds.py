@@ -125,20 +125,26 @@ def test_timeout_is_a_setting(users, lab, workers):
 
 
 def test_two_builds_of_one_revision_at_once(users, lab, workers):
-    config = make_config(lab, users["operator"], extra_module="{ standin.buildSeconds = 2; }")
+    from rq import Worker
+
+    config = make_config(lab, users["operator"], extra_module="{ standin.buildSeconds = 3; }")
     workers()
     workers()
+    queue = services.build_queue()
+    wait_for(lambda: len(Worker.all(queue=queue)) == 2, 30, what="both workers to listen")
     a = services.build_start(revision=config.latest, user=users["operator"])
     b = services.build_start(revision=config.latest, user=users["operator"])
     assert finished(a).status == Status.SUCCEEDED, a.error
     assert finished(b).status == Status.SUCCEEDED, b.error
     assert a.out_path == b.out_path and a.worker != b.worker
+    # They really ran at the same time (nix's store locks serialised the work).
+    assert a.nix_started < b.finished and b.nix_started < a.finished
 
 
 def test_killed_worker_means_lost_then_retry_succeeds(users, lab, workers, tmp_path):
     config = make_config(lab, users["operator"], extra_module="{ standin.buildSeconds = 8; }")
     worker = workers()
-    reaper = manage(["buildreaper", "--interval", "1"], log=tmp_path / "reaper.log", BUILD_LOST_AFTER="10")
+    reaper = manage(["buildreaper", "--interval", "1"], log=tmp_path / "reaper.log", BUILD_LOST_AFTER="15")
     try:
         build = services.build_start(revision=config.latest, user=users["operator"])
         wait_for(lambda: "sleeping" in _plain_log(build), 60, what="the build to be running")

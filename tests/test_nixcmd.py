@@ -262,7 +262,7 @@ def test_kill_group_stops_nix_and_its_builders(flake: Path) -> None:
         code = kill_group(proc, grace=10)
         assert code != 0 and proc.poll() is not None
         assert wait_gone(pids, timeout=10), "builder or its child survived"
-        assert time.monotonic() - started < 15
+        assert time.monotonic() - started < 60
     finally:
         watchdog.cancel()
         if proc.poll() is None:
@@ -284,7 +284,7 @@ def test_run_build_timeout_kills_the_build(flake: Path) -> None:
     started = time.monotonic()
     with pytest.raises(BuildTimeout) as info:
         run_build(argv, cwd=str(flake.parent), on_line=on_line, timeout=3)
-    assert 3 <= time.monotonic() - started < 15
+    assert 3 <= time.monotonic() - started < 60
     assert info.value.returncode != 0 and info.value.stdout == ""
     assert len(pids) == 2 and wait_gone(pids, timeout=10)
 
@@ -321,7 +321,7 @@ def test_kill_group_sigkills_what_ignores_sigterm_including_own_sessions(tmp_pat
         assert os.getpgid(child) != proc.pid
         started = time.monotonic()
         assert kill_group(proc, grace=1) == -signal.SIGKILL
-        assert 1 <= time.monotonic() - started < 5
+        assert 1 <= time.monotonic() - started < 30
         assert wait_gone([child], timeout=5)
     finally:
         if proc.poll() is None:

@@ -19,20 +19,14 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from guests.flake import render_files, write_files  # noqa: E402
-
-STANDIN = REPO / "examples" / "nixos-flake-standin"
+from guests.flake import render_files, write_files
+from tests.helpers import sample_settings
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
 QEMU = shutil.which("qemu-system-x86_64")
 NIX = shutil.which("nix")
@@ -186,19 +180,11 @@ def build_guest(directory: Path, settings: dict[str, Any]) -> tuple[Path, dict[s
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(NIX is None or QEMU is None or not os.path.exists(VIRTIOFSD), reason="needs nix, qemu, virtiofsd")
-@pytest.mark.skipif(KERNEL is None, reason="no /boot/vmlinuz-*-amd64 with /lib/modules")
-@pytest.mark.skipif(os.geteuid() != 0, reason="the C virtiofsd needs root")
 def test_boot_imageless_standin(tmp_path: Path) -> None:
-    assert KERNEL is not None
+    assert KERNEL is not None, "scripts/setup installs Debian's kernel: /boot/vmlinuz-*-amd64"
     kernel, modules = KERNEL
-    settings = {
-        "backend": "imageless", "mode": "guest", "nixosFlakeUrl": "path:" + str(STANDIN),
-        "hostName": "boot-test", "user": {"name": "kdev", "extraGroups": None, "authorizedKeys": []},
-        "profiles": ["devel"], "controller": False, "monitoring": None, "testSuites": ["fstests"],
-        "extraPackages": [["fio"]], "sourceOverrides": {}, "shares": {}, "storage": {},
-        "memoryMiB": 1024, "vcpus": 2, "diskSizeMiB": 20480,
-    }
+    settings = sample_settings(hostName="boot-test", profiles=["devel"], testSuites=["fstests"],
+                               extraPackages=[["fio"]])
     _, boot = build_guest(tmp_path / "guest", settings)
     run = tmp_path / "run"
     run.mkdir()

@@ -20,7 +20,9 @@
   function onLines(msg) {
     let lines = msg.lines;
     if (msg.start + lines.length <= next) return;
-    if (msg.start > next) { ws.send(JSON.stringify({ from: next })); return; }
+    // The server sends lines in order; a gap here means this page lost
+    // track (it never should): start over from the stored log.
+    if (msg.start > next) { window.location.reload(); return; }
     lines = lines.slice(next - msg.start);
     term.write(lines.join("\n") + "\n");
     next += lines.length;
