@@ -4,11 +4,13 @@ diff, download, clone."""
 import html
 import io
 import json
+import subprocess
 import tarfile
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from builds.nixcmd import nix_env
 from guests.models import Configuration, Revision
 
 from tests.helpers import STANDIN
@@ -167,12 +169,18 @@ def test_revisions_are_immutable(config):
         rev.save()
 
 
-def test_download_is_a_buildable_archive(client_for, users, lab, config):
+def test_download_is_a_buildable_archive(client_for, users, lab, config, tmp_path):
     resp = client_for(users["viewer"]).get(f"/labs/{lab.slug}/configs/{config.pk}/r/1/download/")
     assert resp.status_code == 200 and resp["Content-Type"] == "application/gzip"
     with tarfile.open(fileobj=io.BytesIO(resp.content)) as tar:
         names = sorted(tar.getnames())
+        tar.extractall(tmp_path, filter="data")
     assert names == ["xfs-guest-r1/default.nix", "xfs-guest-r1/flake.nix", "xfs-guest-r1/kdevweb.json"]
+    # What a user would do by hand with it: plain `nix build`.
+    proc = subprocess.run(["nix", "build", "--offline", "path:.#toplevel"], cwd=tmp_path / "xfs-guest-r1",
+                          capture_output=True, text=True, env=nix_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "xfs-guest-r1" / "result" / "boot.json").exists()
 
 
 def test_clone(client_for, users, lab, config):
