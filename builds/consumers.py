@@ -19,7 +19,6 @@ from guests.access import lab_role
 from . import logstore
 from .models import Build, Status
 from .presenters import build_summary
-from .services import queue_position
 from .stream import group_name
 
 SEND_CHUNK = 1000
@@ -36,10 +35,7 @@ def _allowed_build(user, build_id: int) -> Build | None:
 @database_sync_to_async
 def _summary(build_id: int) -> dict:
     build = Build.objects.select_related("revision__configuration", "created_by").get(pk=build_id)
-    summary = build_summary(build)
-    if build.status == Status.QUEUED:
-        summary["queue_position"] = queue_position(build)
-    return summary
+    return build_summary(build)
 
 
 class BuildConsumer(AsyncJsonWebsocketConsumer):

@@ -2,12 +2,15 @@
 
 from typing import Any
 
-from .models import TERMINAL, Build
+from .models import TERMINAL, Build, Status
+from .services import queue_position
 
 
 def build_summary(build: Build) -> dict[str, Any]:
+    """The build as the page and the websocket show it; queued builds also
+    carry their position in the queue."""
     duration = build.duration
-    return {
+    summary = {
         "id": build.pk,
         "status": build.status,
         "terminal": build.status in TERMINAL,
@@ -29,3 +32,6 @@ def build_summary(build: Build) -> dict[str, Any]:
         "log_lines": build.log_lines,
         "cancel_requested": build.cancel_requested,
     }
+    if build.status == Status.QUEUED:
+        summary["queue_position"] = queue_position(build)
+    return summary

@@ -34,8 +34,6 @@ def _build(lab, build_id) -> Build:
 def build_detail(request, lab, build_id):
     build = _build(lab, build_id)
     summary = build_summary(build)
-    if build.status == Status.QUEUED:
-        summary["queue_position"] = services.queue_position(build)
     spec = build.bootspec or {}
     ctx = {
         "lab": lab,

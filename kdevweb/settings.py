@@ -103,15 +103,16 @@ _SQLITE_OPTIONS = {
     "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     "transaction_mode": "IMMEDIATE",
 }
+DB_ENGINE = os.getenv("DB_ENGINE", "django.db.backends.sqlite3")
 DATABASES = {
     "default": {
-        "ENGINE": os.getenv("DB_ENGINE", "django.db.backends.sqlite3"),
+        "ENGINE": DB_ENGINE,
         "NAME": os.getenv("DB_NAME", str(DATA_DIR / "kdevweb.sqlite3")),
         "USER": os.getenv("DB_USER", ""),
         "PASSWORD": os.getenv("DB_PASSWORD", ""),
         "HOST": os.getenv("DB_HOST", ""),
         "PORT": os.getenv("DB_PORT", ""),
-        "OPTIONS": _SQLITE_OPTIONS if os.getenv("DB_ENGINE", "sqlite3").endswith("sqlite3") else {},
+        "OPTIONS": _SQLITE_OPTIONS if DB_ENGINE.endswith("sqlite3") else {},
         # A file, not memory: test runs start real worker processes that
         # must see the same database.
         "TEST": {"NAME": os.getenv("DB_TEST_NAME", str(DATA_DIR / "test.sqlite3"))},
