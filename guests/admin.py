@@ -30,6 +30,13 @@ class ConfigurationAdmin(admin.ModelAdmin):
 class RevisionAdmin(admin.ModelAdmin):
     list_display = ["configuration", "number", "created_by", "created", "message"]
     list_filter = ["configuration__lab"]
-    # Revisions are immutable: the admin may look, not touch.
+    # Revisions are immutable and the app never deletes one on its own
+    # (builds point at them): the admin may look, not touch.
+    def has_add_permission(self, request):
+        return False
+
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
