@@ -25,6 +25,13 @@ def lab_role(user, lab: Lab) -> str | None:
     return membership.role if membership else None
 
 
+def can_create_lab(user) -> bool:
+    """Creating a lab makes its creator admin, and so operator, of it: the
+    power to run Nix builds. Only staff or users granted "Can add lab" (in
+    the admin) get it; the creator role must not be self-service."""
+    return user.is_authenticated and (user.is_staff or user.has_perm("guests.add_lab"))
+
+
 def role_at_least(role: str | None, minimum: str) -> bool:
     return role is not None and ROLE_RANK[role] >= ROLE_RANK[minimum]
 

@@ -2,13 +2,13 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from . import flake, services
-from .access import lab_view, role_at_least
+from .access import can_create_lab, lab_view, role_at_least
 from .forms import ConfigurationEditor, LabForm, MemberForm, RoleForm, initial_from_settings
 from .models import Configuration, Lab, Membership, Revision, Role
 
@@ -21,12 +21,15 @@ def _error_to_form(form, exc: ValidationError, field=None) -> None:
 @login_required
 def index(request):
     labs = Lab.objects.all() if request.user.is_superuser else Lab.objects.filter(memberships__user=request.user)
-    return render(request, "guests/index.html", {"labs": labs, "form": LabForm()})
+    return render(request, "guests/index.html",
+                  {"labs": labs, "form": LabForm(), "can_create_lab": can_create_lab(request.user)})
 
 
 @login_required
 @require_POST
 def lab_new(request):
+    if not can_create_lab(request.user):
+        raise PermissionDenied("Creating labs needs staff status or the “Can add lab” permission (ask an admin).")
     form = LabForm(request.POST)
     if form.is_valid():
         try:
@@ -35,7 +38,7 @@ def lab_new(request):
         except ValidationError as exc:
             _error_to_form(form, exc, "slug")
     labs = Lab.objects.filter(memberships__user=request.user)
-    return render(request, "guests/index.html", {"labs": labs, "form": form}, status=400)
+    return render(request, "guests/index.html", {"labs": labs, "form": form, "can_create_lab": True}, status=400)
 
 
 @lab_view(Role.VIEWER)
@@ -64,8 +67,11 @@ def member_add(request, lab):
         try:
             services.member_add(lab=lab, **form.cleaned_data)
             return redirect("lab", lab_slug=lab.slug)
-        except ValidationError as exc:
-            _error_to_form(form, exc, "username")
+        except ValidationError:
+            # One message whatever the reason, so a lab admin cannot probe
+            # which user names exist on the instance.
+            form.add_error("username", f"Could not add “{form.cleaned_data['username']}”: they need an "
+                                       "account here and must not be a member of this lab already.")
     return render(request, "guests/lab.html", _lab_context(request, lab, form), status=400)
 
 
