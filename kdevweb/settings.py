@@ -93,29 +93,47 @@ TEMPLATES = [
 WSGI_APPLICATION = "kdevweb.wsgi.application"
 ASGI_APPLICATION = "kdevweb.asgi.application"
 
-# Builds write status from the worker while the web process reads: WAL lets
-# readers and one writer proceed together.
-# IMMEDIATE: a transaction that reads then writes takes the write lock up
-# front, so it waits (timeout) instead of failing with "database is locked"
-# when a worker's heartbeat commits in between.
-_SQLITE_OPTIONS = {
-    "timeout": 20,
-    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    "transaction_mode": "IMMEDIATE",
-}
+# The database: SQLite in the data dir for one machine; PostgreSQL (DB_ENGINE=
+# django.db.backends.postgresql) once more than one machine shares it -- web,
+# build workers, reaper and host agents must then all get the same DB_*.
 DB_ENGINE = os.getenv("DB_ENGINE", "django.db.backends.sqlite3")
+DB_IS_SQLITE = DB_ENGINE == "django.db.backends.sqlite3"
+if DB_IS_SQLITE:
+    # Builds write status from the worker while the web process reads: WAL
+    # lets readers and one writer proceed together.
+    # IMMEDIATE: a transaction that reads then writes takes the write lock up
+    # front, so it waits (timeout) instead of failing with "database is
+    # locked" when a worker's heartbeat commits in between.
+    _DB_OPTIONS: dict[str, object] = {
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+    }
+    _DB_NAME = str(DATA_DIR / "kdevweb.sqlite3")
+    # A file, not memory: test runs start real worker processes that must
+    # see the same database.
+    _DB_TEST_NAME = str(DATA_DIR / "test.sqlite3")
+else:
+    # Unset DB_SSLMODE leaves libpq's default ("prefer"); libpq also reads
+    # PGSSLROOTCERT and friends for "verify-full".
+    _DB_OPTIONS = {"sslmode": os.environ["DB_SSLMODE"]} if os.getenv("DB_SSLMODE") else {}
+    _DB_NAME = "kdevweb"
+    # A server-side name, never a path: PostgreSQL cuts names at 63 bytes.
+    _DB_TEST_NAME = "test_" + os.getenv("DB_NAME", _DB_NAME)
 DATABASES = {
     "default": {
         "ENGINE": DB_ENGINE,
-        "NAME": os.getenv("DB_NAME", str(DATA_DIR / "kdevweb.sqlite3")),
+        "NAME": os.getenv("DB_NAME", _DB_NAME),
         "USER": os.getenv("DB_USER", ""),
         "PASSWORD": os.getenv("DB_PASSWORD", ""),
         "HOST": os.getenv("DB_HOST", ""),
         "PORT": os.getenv("DB_PORT", ""),
-        "OPTIONS": _SQLITE_OPTIONS if DB_ENGINE.endswith("sqlite3") else {},
-        # A file, not memory: test runs start real worker processes that
-        # must see the same database.
-        "TEST": {"NAME": os.getenv("DB_TEST_NAME", str(DATA_DIR / "test.sqlite3"))},
+        "OPTIONS": _DB_OPTIONS,
+        # Seconds a connection is kept between requests (0: one per request).
+        # Health checks make a kept connection survive a database restart.
+        "CONN_MAX_AGE": envint("DB_CONN_MAX_AGE", "0"),
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"NAME": os.getenv("DB_TEST_NAME", _DB_TEST_NAME)},
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -29,17 +29,26 @@ def server(tmp_path):
 def page(monkeypatch):
     from playwright.sync_api import sync_playwright
 
+    from django.db import connections
+
     # Playwright's sync API runs an event loop in this thread; the ORM calls
     # in these tests are still plain synchronous ones (Django's documented
     # escape hatch for exactly this case).
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        pg = context.new_page()
-        pg.set_default_timeout(30000)
-        yield pg
-        browser.close()
+        try:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            pg = context.new_page()
+            pg.set_default_timeout(30000)
+            yield pg
+            browser.close()
+        finally:
+            # While that loop runs, Django keeps connections per context, not
+            # per thread: ORM calls made meanwhile opened a second connection
+            # that only code running under the loop can see -- and close. Left
+            # open, PostgreSQL refuses to drop the test database.
+            connections.close_all()
 
 
 @pytest.fixture
