@@ -11,6 +11,7 @@ the build ends, whatever is left in the file is sent before the final status.
 import asyncio
 import time
 
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -64,6 +65,15 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
         if getattr(self, "poller", None):
             self.poller.cancel()
+
+    async def send(self, *args, **kwargs):
+        # The viewer may leave between a status arriving and our reply (a
+        # build ending as the tab closes): that is not an error, and the
+        # disconnect handler cleans up.
+        try:
+            await super().send(*args, **kwargs)
+        except Disconnected:
+            self.terminal = True  # stops the poller
 
     async def _send_lines(self, start: int, lines: list[str], t: float | None = None) -> None:
         for i in range(0, len(lines), SEND_CHUNK):
