@@ -66,12 +66,12 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
         if getattr(self, "poller", None):
             self.poller.cancel()
 
-    async def send(self, *args, **kwargs):
+    async def send_json(self, *args, **kwargs):
         # The viewer may leave between a status arriving and our reply (a
         # build ending as the tab closes): that is not an error, and the
         # disconnect handler cleans up.
         try:
-            await super().send(*args, **kwargs)
+            await super().send_json(*args, **kwargs)
         except Disconnected:
             self.terminal = True  # stops the poller
 
