@@ -1,8 +1,12 @@
 """The configuration form: every option of ../shared/reference/nixos-flake.md.
 
-`ConfigurationEditor` bundles the main form and its three formsets (shares,
-storage mounts, package source overrides) and turns them into the
-normalised settings dict that `guests.flake.render_files` renders, and back.
+`ConfigurationForm` holds the single-valued options, grouped like the
+nixos-flake modules (see `GROUPS`); `guests.editor.ConfigurationEditor`
+bundles it with the share, storage and source-override formsets and turns
+them into the settings dict `guests.flake.render_files` renders.
+
+Every option's help names its upstream option path, type and default, so
+the form can be filled in without reading the module sources.
 """
 
 from typing import Any
@@ -15,7 +19,13 @@ from . import flake
 from . import validators as v
 from .models import Role
 
-MONITORING_DEFAULT_OUTPUT = "/var/lib/monitoring/runs/%i"
+MON = flake.MONITORING_DEFAULTS
+MONITORING_DEFAULT_OUTPUT = MON["outputDir"]
+
+
+def upstream(option: str, type_: str, default: str, text: str = "") -> str:
+    """Help text: what the field means, then the upstream option, its type and default."""
+    return (text + " " if text else "") + f"{option} · {type_} · default {default}"
 
 
 class LabForm(forms.Form):
@@ -32,65 +42,131 @@ class RoleForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
 
 
+def _bool(label: str, option: str, default: bool, text: str = "") -> forms.BooleanField:
+    return forms.BooleanField(required=False, initial=default, label=label,
+                              help_text=upstream(option, "bool", str(default).lower(), text))
+
+
+def _int(label: str, option: str, default: int) -> forms.IntegerField:
+    # Not required: empty means upstream's default (the field only matters
+    # with its profile ticked).
+    return forms.IntegerField(required=False, initial=default, min_value=1, max_value=10**9, label=label,
+                              help_text=upstream(option, "ints.positive", str(default)))
+
+
 class ConfigurationForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="Unique within the lab.")
     message = forms.CharField(max_length=200, required=False, label="Revision note")
-    backend = forms.ChoiceField(choices=[(b, b) for b in flake.BACKENDS], initial="imageless")
+    # -- backend and mode ---------------------------------------------------
+    backend = forms.ChoiceField(
+        choices=[(b, b) for b in flake.BACKENDS], initial="imageless",
+        help_text="nixosModules.backends.<backend>. imageless: a closure booted by QEMU with an external "
+        "kernel (output toplevel); libvirt: a qcow2 disk image with its own kernel (output image).",
+    )
     mode = forms.ChoiceField(
-        choices=[(m, m) for m in flake.MODES],
-        initial="guest",
-        help_text="baremetal activates the imageless closure on a real machine; controller adds "
-        "profiles.controller and nixos-flake.controller.enable.",
+        choices=[(m, m) for m in flake.MODES], initial="guest",
+        help_text="baremetal activates the imageless closure on a real machine (give its root file system "
+        "below); controller adds profiles.controller with nixos-flake.controller.enable = true and "
+        "needs the libvirt backend, as upstream composes it.",
     )
-    host_name = forms.CharField(max_length=63, initial="kdev", validators=[v.validate_hostname])
-    user_name = forms.CharField(max_length=32, initial="user", validators=[v.validate_username])
-    extra_groups = forms.CharField(
-        required=False,
-        help_text="Space separated. Empty keeps the backend default (wheel kvm, plus libvirtd on libvirt).",
+    root_device = forms.CharField(
+        required=False, max_length=200, label="Root device (baremetal)",
+        help_text="fileSystems.\"/\".device of the real machine, e.g. /dev/nvme0n1p2 or LABEL=nixos. "
+        "Replaces the imageless tmpfs root.",
     )
-    authorized_keys = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text="SSH public keys, one per line."
+    root_fs_type = forms.CharField(
+        required=False, max_length=32, label="Root file system type (baremetal)",
+        widget=forms.TextInput(attrs={"placeholder": "ext4"}),
+        help_text="fileSystems.\"/\".fsType · str, e.g. ext4, xfs, btrfs.",
     )
-    profiles = forms.MultipleChoiceField(
-        required=False, choices=[(p, p) for p in flake.PROFILES], widget=forms.CheckboxSelectMultiple
-    )
-    test_suites = forms.MultipleChoiceField(
-        required=False, choices=[(t, t) for t in flake.TEST_SUITES], widget=forms.CheckboxSelectMultiple
-    )
-    extra_packages = forms.CharField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="Package attribute paths, e.g. fio gdb python3Packages.pytest.",
-    )
-    memory_mib = forms.IntegerField(label="Memory (MiB)", initial=2048, min_value=256, max_value=1048576)
-    vcpus = forms.IntegerField(label="vCPUs", initial=2, min_value=1, max_value=256)
-    disk_size_mib = forms.IntegerField(
-        label="Disk size (MiB, libvirt image)", initial=20480, min_value=1024, max_value=16777216
+    root_options = forms.CharField(
+        required=False, max_length=500, label="Root mount options (baremetal)",
+        help_text="fileSystems.\"/\".options, comma separated · default defaults.",
     )
     nixos_flake_url = forms.CharField(
-        label="nixos-flake source",
-        max_length=500,
-        validators=[v.validate_nixos_flake_url],
-        help_text="github:, path: or git+file: flake reference.",
+        label="nixos-flake source", max_length=500, validators=[v.validate_nixos_flake_url],
+        help_text="inputs.nixos-flake.url: a github:, path: or git+file: flake reference.",
     )
-    # Monitoring profile options (nixos-flake.monitoring.*).
-    mon_output_dir = forms.CharField(required=False, initial=MONITORING_DEFAULT_OUTPUT, label="outputDir")
-    mon_sysstat = forms.BooleanField(required=False, label="sysstat.enable")
-    mon_sysstat_interval = forms.IntegerField(initial=5, min_value=1, max_value=86400, label="sysstat.interval")
-    mon_sysstat_max_samples = forms.IntegerField(
-        required=False, min_value=1, max_value=10**9, label="sysstat.maxSamples"
+    state_version = forms.CharField(
+        required=False, max_length=5, label="system.stateVersion", validators=[v.validate_state_version],
+        widget=forms.TextInput(attrs={"placeholder": flake.STATE_VERSION}),
+        help_text="Empty: the backend's mkDefault, the nixpkgs release (right for guests built fresh). "
+        "Pin it only if you keep a disk across nixpkgs upgrades.",
     )
-    mon_cpu_governor = forms.BooleanField(required=False, label="cpuGovernor.enable")
-    mon_blkalgn = forms.BooleanField(required=False, label="blkalgn.enable")
-    mon_blkalgn_disk = forms.CharField(required=False, label="blkalgn.disk")
-    mon_blkalgn_ops = forms.CharField(required=False, label="blkalgn.ops", help_text="Space separated.")
-    mon_biolatency = forms.BooleanField(required=False, label="biolatency.enable")
-    mon_bio_ms = forms.BooleanField(required=False, label="biolatency.milliseconds")
-    mon_bio_queued = forms.BooleanField(required=False, label="biolatency.queued")
-    mon_bio_per_disk = forms.BooleanField(required=False, label="biolatency.perDisk")
-    mon_bio_per_flag = forms.BooleanField(required=False, label="biolatency.perFlag")
-    mon_bio_disk = forms.CharField(required=False, label="biolatency.disk")
-    mon_bio_interval = forms.IntegerField(initial=30, min_value=1, max_value=86400, label="biolatency.interval")
+    memory_mib = forms.IntegerField(label="Memory (MiB)", initial=2048, min_value=256, max_value=1048576,
+                                    help_text="For the launcher; not a NixOS option.")
+    vcpus = forms.IntegerField(label="vCPUs", initial=2, min_value=1, max_value=256,
+                               help_text="For the launcher; not a NixOS option.")
+    disk_size_mib = forms.IntegerField(
+        label="Disk size (MiB, libvirt image)", initial=20480, min_value=1024, max_value=16777216,
+        help_text="make-disk-image.nix diskSize · int · template default 20480.",
+    )
+    # -- user and access ----------------------------------------------------
+    host_name = forms.CharField(max_length=63, initial="kdev", validators=[v.validate_hostname],
+                                help_text=upstream("networking.hostName", "str", '"nixos"'))
+    user_name = forms.CharField(max_length=32, initial="user", validators=[v.validate_username],
+                                help_text=upstream("nixos-flake.user.name", "str", '"user"'))
+    extra_groups = forms.CharField(
+        required=False,
+        help_text=upstream("nixos-flake.user.extraGroups", "listOf str", "wheel kvm (+ libvirtd on libvirt)",
+                           "Space separated; empty keeps the backend's default."),
+    )
+    authorized_keys = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="users.users.<user>.openssh.authorizedKeys.keys: OpenSSH public keys, one per line. "
+        "SSH is key-only.",
+    )
+    # -- profiles -----------------------------------------------------------
+    profiles = forms.MultipleChoiceField(
+        required=False, choices=[(p, p) for p in flake.PROFILES], widget=forms.CheckboxSelectMultiple,
+        help_text="nixosModules.profiles.*: devel (debugging tools), build-tools (kernel build toolchain), "
+        "monitoring (test-run monitors, options below), controller (mode controller only).",
+    )
+    mon_output_dir = forms.CharField(
+        required=False, initial=MONITORING_DEFAULT_OUTPUT, max_length=500, label="outputDir",
+        validators=[v.validate_service_path],
+        help_text=upstream("nixos-flake.monitoring.outputDir", "str", f'"{MONITORING_DEFAULT_OUTPUT}"',
+                           "%i is the run id."),
+    )
+    mon_sysstat = _bool("sysstat.enable", "monitoring.sysstat.enable", True, "Follows monitoring.enable.")
+    mon_sysstat_interval = _int("sysstat.interval", "monitoring.sysstat.interval", MON["sysstat"]["interval"])
+    mon_sysstat_max_samples = _int("sysstat.maxSamples", "monitoring.sysstat.maxSamples",
+                                   MON["sysstat"]["maxSamples"])
+    mon_cpu_governor = _bool("cpuGovernor.enable", "monitoring.cpuGovernor.enable", True,
+                             "Follows monitoring.enable.")
+    mon_blkalgn = _bool("blkalgn.enable", "monitoring.blkalgn.enable", False,
+                        "Needs a libbpf-tools with blkalgn (not in upstream's BCC tag yet).")
+    mon_blkalgn_disk = forms.CharField(required=False, max_length=200, label="blkalgn.disk",
+                                       validators=[v.validate_disk],
+                                       help_text=upstream("monitoring.blkalgn.disk", "str", '"" (every disk)'))
+    mon_blkalgn_ops = forms.ChoiceField(
+        required=False, label="blkalgn.ops", initial="",
+        choices=[("", "all operations")] + [(op, op) for op in flake.BLKALGN_OPS],
+        help_text=upstream("monitoring.blkalgn.ops", "str, one operation", '"" (all)'),
+    )
+    mon_biolatency = _bool("biolatency.enable", "monitoring.biolatency.enable", False)
+    mon_bio_ms = _bool("biolatency.milliseconds", "monitoring.biolatency.milliseconds", True)
+    mon_bio_queued = _bool("biolatency.queued", "monitoring.biolatency.queued", False)
+    mon_bio_per_disk = _bool("biolatency.perDisk", "monitoring.biolatency.perDisk", False)
+    mon_bio_per_flag = _bool("biolatency.perFlag", "monitoring.biolatency.perFlag", False)
+    mon_bio_disk = forms.CharField(required=False, max_length=200, label="biolatency.disk",
+                                   validators=[v.validate_disk],
+                                   help_text=upstream("monitoring.biolatency.disk", "str", '"" (every disk)'))
+    mon_bio_interval = _int("biolatency.interval", "monitoring.biolatency.interval",
+                            MON["biolatency"]["interval"])
+    # -- test suites --------------------------------------------------------
+    test_suites = forms.MultipleChoiceField(
+        required=False, choices=[(t, t) for t in flake.TEST_SUITES], widget=forms.CheckboxSelectMultiple,
+        help_text="nixosModules.testSuites.*: each installs its suite and what it needs. fstests also "
+        "creates the users fsgqa, fsgqa2, 123456-fsgqa, daemon, bin and sys and enables an NFS server; "
+        "sysbench enables MariaDB and PostgreSQL.",
+    )
+    # -- packages -----------------------------------------------------------
+    extra_packages = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="environment.systemPackages by attribute path, e.g. fio gdb python3Packages.pytest.",
+    )
+    # -- raw Nix ------------------------------------------------------------
     extra_module = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 6, "class": "raw-nix"}),
@@ -98,9 +174,26 @@ class ConfigurationForm(forms.Form):
         help_text="Operators only. Written verbatim to extra.nix and imported: it is code, not data.",
     )
 
+    GROUPS = [
+        ("Backend and mode", ["name", "backend", "mode", "root_device", "root_fs_type", "root_options",
+                              "nixos_flake_url", "state_version", "memory_mib", "vcpus", "disk_size_mib"]),
+        ("User and access", ["host_name", "user_name", "extra_groups", "authorized_keys"]),
+        ("Profiles", ["profiles"]),
+        ("Monitoring profile", ["mon_output_dir", "mon_sysstat", "mon_sysstat_interval", "mon_sysstat_max_samples",
+                                "mon_cpu_governor", "mon_blkalgn", "mon_blkalgn_disk", "mon_blkalgn_ops",
+                                "mon_biolatency", "mon_bio_ms", "mon_bio_queued", "mon_bio_per_disk",
+                                "mon_bio_per_flag", "mon_bio_disk", "mon_bio_interval"]),
+        ("Test suites", ["test_suites"]),
+        ("Packages", ["extra_packages"]),
+    ]
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["nixos_flake_url"].initial = django_settings.DEFAULT_NIXOS_FLAKE
+
+    def groups(self):
+        """(title, bound fields) in the order the page shows them."""
+        return [(title, [self[n] for n in names]) for title, names in self.GROUPS]
 
     def clean_extra_groups(self) -> list[str] | None:
         groups = v.split_words(self.cleaned_data["extra_groups"])
@@ -117,8 +210,17 @@ class ConfigurationForm(forms.Form):
             v.validate_attr_path(path)
         return [p.split(".") for p in dict.fromkeys(paths)]
 
-    def clean_mon_blkalgn_ops(self) -> list[str]:
-        return v.split_words(self.cleaned_data["mon_blkalgn_ops"])
+    def clean_root_device(self) -> str:
+        device = self.cleaned_data["root_device"].strip()
+        if any(ch.isspace() for ch in device):
+            raise ValidationError("A device has no white space in it.")
+        return device
+
+    def clean_root_fs_type(self) -> str:
+        fs_type = self.cleaned_data["root_fs_type"].strip()
+        if fs_type:
+            v.validate_fstype(fs_type)
+        return fs_type
 
     def clean_extra_module(self) -> str:
         text = self.cleaned_data["extra_module"]
@@ -128,58 +230,66 @@ class ConfigurationForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if data.get("mode") == "baremetal" and data.get("backend") != "imageless":
+        mode, backend = data.get("mode"), data.get("backend")
+        if mode == "baremetal" and backend != "imageless":
             self.add_error("mode", "baremetal activates the imageless closure: choose the imageless backend.")
+        if mode == "baremetal":
+            for field in ("root_device", "root_fs_type"):
+                if field in data and not data[field]:
+                    self.add_error(field, "A real machine supplies its own root file system: give its device "
+                                   "and file system type (the imageless root is a tmpfs in RAM).")
+        if mode == "controller" and backend == "imageless":
+            self.add_error("mode", "controller mode needs the libvirt backend: upstream composes "
+                           "profiles.controller on a disk-booted host (the imageless backend has nix.enable "
+                           "= false and no persistent disk), so a controller on imageless does not work.")
         profiles = data.get("profiles") or []
-        if "controller" in profiles and data.get("mode") not in (None, "controller"):
+        if "controller" in profiles and mode not in (None, "controller"):
             self.add_error("profiles", "profiles.controller needs mode controller (it enables nixos-flake.controller).")
+        user = data.get("user_name")
+        if user:
+            try:
+                v.validate_login_name(user, fstests="fstests" in (data.get("test_suites") or []))
+            except ValidationError as exc:
+                self.add_error("user_name", exc)
         return data
 
     def monitoring(self) -> dict[str, Any] | None:
+        """nixos-flake.monitoring: enable plus what differs from upstream's defaults."""
         d = self.cleaned_data
         if "monitoring" not in d["profiles"]:
             return None
-        sysstat: dict[str, Any] = {"enable": d["mon_sysstat"], "interval": d["mon_sysstat_interval"]}
-        if d["mon_sysstat_max_samples"] is not None:
-            sysstat["maxSamples"] = d["mon_sysstat_max_samples"]
-        blkalgn: dict[str, Any] = {"enable": d["mon_blkalgn"], "ops": d["mon_blkalgn_ops"]}
-        if d["mon_blkalgn_disk"]:
-            blkalgn["disk"] = d["mon_blkalgn_disk"]
-        bio: dict[str, Any] = {
-            "enable": d["mon_biolatency"],
-            "milliseconds": d["mon_bio_ms"],
-            "queued": d["mon_bio_queued"],
-            "perDisk": d["mon_bio_per_disk"],
-            "perFlag": d["mon_bio_per_flag"],
-            "interval": d["mon_bio_interval"],
-        }
-        if d["mon_bio_disk"]:
-            bio["disk"] = d["mon_bio_disk"]
-        return {
-            "enable": True,
+        return flake.monitoring_overrides({
             "outputDir": d["mon_output_dir"] or MONITORING_DEFAULT_OUTPUT,
-            "sysstat": sysstat,
+            "sysstat": {"enable": d["mon_sysstat"], "interval": d["mon_sysstat_interval"] or MON["sysstat"]["interval"],
+                        "maxSamples": d["mon_sysstat_max_samples"] or MON["sysstat"]["maxSamples"]},
             "cpuGovernor": {"enable": d["mon_cpu_governor"]},
-            "blkalgn": blkalgn,
-            "biolatency": bio,
-        }
+            "blkalgn": {"enable": d["mon_blkalgn"], "disk": d["mon_blkalgn_disk"], "ops": d["mon_blkalgn_ops"]},
+            "biolatency": {"enable": d["mon_biolatency"], "milliseconds": d["mon_bio_ms"],
+                           "queued": d["mon_bio_queued"], "perDisk": d["mon_bio_per_disk"],
+                           "perFlag": d["mon_bio_per_flag"], "disk": d["mon_bio_disk"],
+                           "interval": d["mon_bio_interval"] or MON["biolatency"]["interval"]},
+        })
 
 
 class ShareForm(forms.Form):
-    mount_point = forms.CharField(max_length=200, validators=[v.validate_mount_point])
-    tag = forms.CharField(max_length=36, validators=[v.validate_tag])
-    options = forms.CharField(required=False, help_text="Comma separated mount options.")
+    mount_point = forms.CharField(max_length=200, validators=[v.validate_mount_point],
+                                  help_text="nixos-flake.shares.<mountPoint> (attribute name)")
+    tag = forms.CharField(max_length=36, validators=[v.validate_tag],
+                          help_text="tag · str, required: the virtiofs tag the host announces")
+    options = forms.CharField(required=False, help_text="options · listOf str · default [], comma separated")
 
 
 class StorageForm(forms.Form):
-    mount_point = forms.CharField(max_length=200, validators=[v.validate_mount_point])
-    device = forms.CharField(max_length=200, help_text="e.g. /dev/vdb or LABEL=scratch")
+    mount_point = forms.CharField(max_length=200, validators=[v.validate_mount_point],
+                                  help_text="nixos-flake.storage.<mountPoint> (attribute name)")
+    device = forms.CharField(max_length=200, help_text="device · str, required, e.g. /dev/vdb or LABEL=scratch")
     # No initial value: it would make every empty extra row look "changed".
     fs_type = forms.CharField(max_length=32, validators=[v.validate_fstype],
-                              widget=forms.TextInput(attrs={"placeholder": "ext4"}))
-    options = forms.CharField(required=False, help_text="Comma separated mount options.")
-    mkfs_args = forms.CharField(required=False, help_text="Arguments to mkfs, shell-quoted.")
-    auto_format = forms.BooleanField(required=False)
+                              widget=forms.TextInput(attrs={"placeholder": "ext4"}),
+                              help_text="fsType · str, required")
+    options = forms.CharField(required=False, help_text="options · listOf str · default [], comma separated")
+    mkfs_args = forms.CharField(required=False, help_text="mkfsArgs · listOf str · default [], shell-quoted")
+    auto_format = forms.BooleanField(required=False, help_text="autoFormat · bool · default false")
 
     def clean_device(self) -> str:
         device = self.cleaned_data["device"]
@@ -199,164 +309,8 @@ class StorageForm(forms.Form):
 
 
 class SourceOverrideForm(forms.Form):
-    package = forms.CharField(max_length=100, validators=[v.validate_pkg_name])
-    url = forms.CharField(max_length=500, validators=[v.validate_flake_url], label="Source URL")
-
-
-class _UniqueFormSet(forms.BaseFormSet):
-    unique_field = ""
-
-    def clean(self) -> None:
-        seen = set()
-        for form in self.forms:
-            if not form.has_changed() or self._should_delete_form(form) or not form.is_valid():
-                continue
-            key = form.cleaned_data.get(self.unique_field)
-            if key in seen:
-                raise ValidationError(f"“{key}” appears twice.")
-            seen.add(key)
-
-
-class ShareFormSet(_UniqueFormSet):
-    unique_field = "mount_point"
-
-
-class StorageFormSet(_UniqueFormSet):
-    unique_field = "mount_point"
-
-
-class SourceFormSet(_UniqueFormSet):
-    unique_field = "package"
-
-
-def _formset(form, base):
-    return forms.formset_factory(form, formset=base, extra=1, can_delete=True, max_num=64, validate_max=True)
-
-
-Shares = _formset(ShareForm, ShareFormSet)
-Storage = _formset(StorageForm, StorageFormSet)
-Sources = _formset(SourceOverrideForm, SourceFormSet)
-
-
-def _rows(formset) -> list[dict[str, Any]]:
-    return [
-        f.cleaned_data
-        for f in formset.forms
-        if f.has_changed() and f.cleaned_data and not f.cleaned_data.get("DELETE")
-    ]
-
-
-def _options(text: str) -> list[str]:
-    return [o.strip() for o in text.split(",") if o.strip()]
-
-
-class ConfigurationEditor:
-    """The main form plus formsets, validated and converted together."""
-
-    def __init__(self, data=None, *, initial: dict[str, Any] | None = None, role: str = Role.OPERATOR):
-        initial = initial or {}
-        self.form = ConfigurationForm(data, initial=initial.get("form"))
-        self.shares = Shares(data, prefix="shares", initial=initial.get("shares"))
-        self.storage = Storage(data, prefix="storage", initial=initial.get("storage"))
-        self.sources = Sources(data, prefix="sources", initial=initial.get("sources"))
-        self.role = role
-
-    @property
-    def formsets(self):
-        return [("Virtiofs shares", self.shares), ("Storage mounts", self.storage),
-                ("Package source overrides", self.sources)]
-
-    def is_valid(self) -> bool:
-        results = [self.form.is_valid()] + [fs.is_valid() for _, fs in self.formsets]
-        return all(results)
-
-    def settings(self) -> dict[str, Any]:
-        """The normalised settings dict (kdevweb.json) of a valid editor."""
-        d = self.form.cleaned_data
-        profiles = list(d["profiles"])
-        if d["mode"] == "controller" and "controller" not in profiles:
-            profiles.append("controller")
-        profiles = [p for p in flake.PROFILES if p in profiles]
-        d = {**d, "profiles": profiles}
-        self.form.cleaned_data["profiles"] = profiles
-        return {
-            "backend": d["backend"],
-            "mode": d["mode"],
-            "nixosFlakeUrl": d["nixos_flake_url"],
-            "hostName": d["host_name"],
-            "user": {
-                "name": d["user_name"],
-                "extraGroups": d["extra_groups"],
-                "authorizedKeys": d["authorized_keys"],
-            },
-            "profiles": profiles,
-            "controller": "controller" in profiles,
-            "monitoring": self.form.monitoring(),
-            "testSuites": [t for t in flake.TEST_SUITES if t in d["test_suites"]],
-            "extraPackages": d["extra_packages"],
-            "sourceOverrides": {r["package"]: r["url"] for r in _rows(self.sources)},
-            "shares": {r["mount_point"]: {"tag": r["tag"], "options": _options(r["options"])}
-                       for r in _rows(self.shares)},
-            "storage": {r["mount_point"]: _storage_entry(r) for r in _rows(self.storage)},
-            "memoryMiB": d["memory_mib"],
-            "vcpus": d["vcpus"],
-            "diskSizeMiB": d["disk_size_mib"],
-            "stateVersion": flake.STATE_VERSION,
-        }
-
-
-def _storage_entry(row: dict[str, Any]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"device": row["device"], "fsType": row["fs_type"], "options": _options(row["options"])}
-    if row["mkfs_args"]:
-        entry["mkfsArgs"] = row["mkfs_args"]
-    if row["auto_format"]:
-        entry["autoFormat"] = True
-    return entry
-
-
-def initial_from_settings(s: dict[str, Any], *, name: str = "", extra_module: str = "") -> dict[str, Any]:
-    """The inverse of `ConfigurationEditor.settings`: pre-fill the editor."""
-    import shlex
-
-    mon = s.get("monitoring") or {}
-    sysstat, blk, bio = mon.get("sysstat", {}), mon.get("blkalgn", {}), mon.get("biolatency", {})
-    form = {
-        "name": name,
-        "backend": s["backend"],
-        "mode": s["mode"],
-        "nixos_flake_url": s["nixosFlakeUrl"],
-        "host_name": s["hostName"],
-        "user_name": s["user"]["name"],
-        "extra_groups": " ".join(s["user"]["extraGroups"] or []),
-        "authorized_keys": "\n".join(s["user"]["authorizedKeys"]),
-        "profiles": s["profiles"],
-        "test_suites": s["testSuites"],
-        "extra_packages": " ".join(".".join(p) for p in s["extraPackages"]),
-        "memory_mib": s["memoryMiB"],
-        "vcpus": s["vcpus"],
-        "disk_size_mib": s["diskSizeMiB"],
-        "extra_module": extra_module,
-        "mon_output_dir": mon.get("outputDir", MONITORING_DEFAULT_OUTPUT),
-        "mon_sysstat": sysstat.get("enable", False),
-        "mon_sysstat_interval": sysstat.get("interval", 5),
-        "mon_sysstat_max_samples": sysstat.get("maxSamples"),
-        "mon_cpu_governor": mon.get("cpuGovernor", {}).get("enable", False),
-        "mon_blkalgn": blk.get("enable", False),
-        "mon_blkalgn_disk": blk.get("disk", ""),
-        "mon_blkalgn_ops": " ".join(blk.get("ops", [])),
-        "mon_biolatency": bio.get("enable", False),
-        "mon_bio_ms": bio.get("milliseconds", False),
-        "mon_bio_queued": bio.get("queued", False),
-        "mon_bio_per_disk": bio.get("perDisk", False),
-        "mon_bio_per_flag": bio.get("perFlag", False),
-        "mon_bio_disk": bio.get("disk", ""),
-        "mon_bio_interval": bio.get("interval", 30),
-    }
-    shares = [{"mount_point": mp, "tag": e["tag"], "options": ",".join(e["options"])}
-              for mp, e in s["shares"].items()]
-    storage = [{"mount_point": mp, "device": e["device"], "fs_type": e["fsType"],
-                "options": ",".join(e["options"]), "mkfs_args": shlex.join(e.get("mkfsArgs", [])),
-                "auto_format": e.get("autoFormat", False)} for mp, e in s["storage"].items()]
-    sources = [{"package": p, "url": u} for p, u in s["sourceOverrides"].items()]
-    return {"form": form, "shares": shares, "storage": storage, "sources": sources}
-
+    package = forms.CharField(max_length=100, validators=[v.validate_pkg_name],
+                              help_text="Package attribute; its source comes from input <package>-src "
+                              "(cpupower: kernel-src, the kernel tree).")
+    url = forms.CharField(max_length=500, validators=[v.validate_flake_url], label="Source URL",
+                          help_text="A flake reference read with flake = false, e.g. git+file:/srv/fio.")

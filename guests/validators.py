@@ -58,11 +58,72 @@ def validate_pkg_name(value: str) -> None:
 
 
 def validate_mount_point(value: str) -> None:
-    parts = value.split("/")
-    if not MOUNT_POINT_RE.match(value) or ".." in parts or "." in parts or value == "/":
+    parts = value.split("/")[1:]
+    # NixOS' fileSystems.<name>.mountPoint is "non-empty without trailing slash".
+    if not MOUNT_POINT_RE.match(value) or any(p in ("", ".", "..") for p in parts):
         raise ValidationError(
-            f"“{value}” is not a mount point: an absolute path below / without spaces, . or .. parts."
+            f"“{value}” is not a mount point: an absolute path below / without spaces, "
+            "empty, . or .. parts, or a trailing slash."
         )
+    clash = system_mount_clash(value)
+    if clash:
+        raise ValidationError(clash)
+
+
+# Mount points the guest itself needs: the root, the (virtiofs) store and
+# kernel modules of the imageless backend, and the API file systems.
+SYSTEM_MOUNTS = ("/", "/nix/store", "/lib/modules", "/proc", "/sys", "/dev", "/run", "/etc")
+
+
+def system_mount_clash(value: str) -> str:
+    """Why ``value`` may not be a share or storage mount point ("" if it may)."""
+    for mp in SYSTEM_MOUNTS:
+        below = value.startswith(mp.rstrip("/") + "/") and mp in ("/nix/store", "/lib/modules")
+        above = mp.startswith(value + "/") and mp in ("/nix/store", "/lib/modules")
+        if value == mp or below or above:
+            return (f"“{value}” collides with the guest's own {mp} mount "
+                    "(/, /nix/store, /lib/modules and the system directories are the backend's).")
+    return ""
+
+
+# Accounts NixOS or the closure defines itself: a login user of that name
+# would be a second, conflicting definition.
+RESERVED_USERS = frozenset({"root", "nobody", "sshd", "messagebus", "nscd", "polkituser", "statd", "rpc"})
+RESERVED_USER_PREFIXES = ("systemd-", "nixbld")
+# testSuites.fstests creates these users and groups with fixed ids.
+FSTESTS_USERS = frozenset({"fsgqa", "fsgqa2", "123456-fsgqa", "daemon", "bin", "sys"})
+
+
+def validate_login_name(value: str, *, fstests: bool = False) -> None:
+    if value in RESERVED_USERS or value.startswith(RESERVED_USER_PREFIXES):
+        raise ValidationError(f"“{value}” is a system account NixOS defines itself; choose another user name.")
+    if fstests and value in FSTESTS_USERS:
+        raise ValidationError(
+            f"“{value}” is one of the accounts testSuites.fstests creates ({', '.join(sorted(FSTESTS_USERS))}); "
+            "choose another user name or leave out fstests.")
+
+
+STATE_VERSION_RE = re.compile(r"^[0-9]{2}\.(05|11)$")
+
+
+def validate_state_version(value: str) -> None:
+    if value and not STATE_VERSION_RE.match(value):
+        raise ValidationError(f"“{value}” is not a NixOS release like 25.11 or 26.05.")
+
+
+SERVICE_PATH_RE = re.compile(r"^/[^\s\x00]*$")
+DISK_RE = re.compile(r"^[A-Za-z0-9._/:-]*$")
+
+
+def validate_service_path(value: str) -> None:
+    """A path spliced into a systemd ExecStart line by the module: absolute, no white space."""
+    if value and not SERVICE_PATH_RE.match(value):
+        raise ValidationError(f"“{value}” is not an absolute path without white space.")
+
+
+def validate_disk(value: str) -> None:
+    if not DISK_RE.match(value):
+        raise ValidationError(f"“{value}” is not a disk name (like vdb, nvme0n1 or /dev/vdb).")
 
 
 def validate_tag(value: str) -> None:

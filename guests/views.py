@@ -9,7 +9,8 @@ from django.views.decorators.http import require_POST
 
 from . import flake, services
 from .access import can_create_lab, lab_view, role_at_least
-from .forms import ConfigurationEditor, LabForm, MemberForm, RoleForm, initial_from_settings
+from .editor import ConfigurationEditor, initial_from_settings
+from .forms import LabForm, MemberForm, RoleForm
 from .models import Configuration, Lab, Membership, Revision, Role
 
 
