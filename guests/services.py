@@ -15,11 +15,19 @@ from .models import Configuration, Lab, Membership, Revision, Role
 
 def lab_create(*, name: str, slug: str, user) -> Lab:
     """Create a lab; its creator becomes its first admin."""
-    with transaction.atomic():
+    if Lab.objects.filter(slug=slug).exists():
+        raise ValidationError(f"A lab with the short name “{slug}” exists already.")
+    try:
+        with transaction.atomic():
+            lab = Lab.objects.create(name=name, slug=slug)
+            Membership.objects.create(lab=lab, user=user, role=Role.ADMIN)
+    except IntegrityError:
+        # Another request created the same slug between the check and the
+        # insert (PostgreSQL lets both check at once); the unique index
+        # decided, and the loser gets the same answer as a late request.
         if Lab.objects.filter(slug=slug).exists():
-            raise ValidationError(f"A lab with the short name “{slug}” exists already.")
-        lab = Lab.objects.create(name=name, slug=slug)
-        Membership.objects.create(lab=lab, user=user, role=Role.ADMIN)
+            raise ValidationError(f"A lab with the short name “{slug}” exists already.") from None
+        raise
     return lab
 
 
@@ -27,29 +35,60 @@ def member_add(*, lab: Lab, username: str, role: str) -> Membership:
     user = get_user_model().objects.filter(username=username).first()
     if user is None:
         raise ValidationError(f"There is no user “{username}”.")
+    already = ValidationError(f"{username} is already a member; change their role instead.")
     if Membership.objects.filter(lab=lab, user=user).exists():
-        raise ValidationError(f"{username} is already a member; change their role instead.")
-    return Membership.objects.create(lab=lab, user=user, role=role)
+        raise already
+    try:
+        with transaction.atomic():
+            return Membership.objects.create(lab=lab, user=user, role=role)
+    except IntegrityError:
+        # Added by a concurrent request after the check: same answer.
+        if Membership.objects.filter(lab=lab, user=user).exists():
+            raise already from None
+        raise
 
 
-def _keep_an_admin(lab: Lab, membership: Membership) -> None:
-    others = lab.memberships.filter(role=Role.ADMIN).exclude(pk=membership.pk)
+def _locked_for_role_change(membership: Membership) -> Membership:
+    """Lock the membership's lab, then re-read the membership.
+
+    Every change that could remove a lab's last admin takes this lock first,
+    so on PostgreSQL two admins demoting each other at once run one after
+    the other and the second sees the first's change (SQLite's IMMEDIATE
+    transactions already serialise them). NO KEY: rows that merely point at
+    the lab (configurations, builds) can still be inserted meanwhile. The
+    caller's object may be stale: it was loaded before the lock.
+    """
+    Lab.objects.select_for_update(no_key=True).filter(pk=membership.lab_id).first()
+    current = Membership.objects.filter(pk=membership.pk).first()
+    if current is None:
+        raise ValidationError(f"{membership.user} is no longer a member of this lab.")
+    return current
+
+
+def _keep_an_admin(membership: Membership) -> None:
+    others = Membership.objects.filter(lab_id=membership.lab_id, role=Role.ADMIN).exclude(pk=membership.pk)
     if membership.role == Role.ADMIN and not others.exists():
         raise ValidationError("A lab needs at least one admin.")
 
 
 def member_set_role(*, membership: Membership, role: str) -> None:
     with transaction.atomic():
+        current = _locked_for_role_change(membership)
         if role != Role.ADMIN:
-            _keep_an_admin(membership.lab, membership)
-        membership.role = role
-        membership.save(update_fields=["role"])
+            _keep_an_admin(current)
+        current.role = role
+        current.save(update_fields=["role"])
+    membership.role = role
 
 
 def member_remove(*, membership: Membership) -> None:
     with transaction.atomic():
-        _keep_an_admin(membership.lab, membership)
-        membership.delete()
+        try:
+            current = _locked_for_role_change(membership)
+        except ValidationError:
+            return  # removed meanwhile: what was asked for is done
+        _keep_an_admin(current)
+        current.delete()
 
 
 def revision_create(
