@@ -11,8 +11,9 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from builds.models import Build
 from guests.models import ROLE_RANK
 
-# Routes anyone may reach (the login page must be reachable to log in).
-PUBLIC = {"login", "logout"}
+# Routes anyone may reach (the login page must be reachable to log in;
+# the favicon is a redirect to a static file).
+PUBLIC = {"login", "logout", "favicon"}
 # Routes any logged-in user may use: their own lab list, creating a lab.
 LOGIN_ONLY = {"index", "lab-new"}
 

@@ -56,25 +56,53 @@ def test_bad_filters_are_a_clear_400_or_first_page(client_for, users, lab, confi
         assert resp.status_code == 400 and "errorlist" in resp.content.decode()
 
 
-def test_trend(client_for, users, lab, config):
+def test_trend_is_a_chart_with_axes_links_and_percentiles(client_for, users, lab, config):
     now = timezone.now()
-    for seconds in (3, 5, 4):
+    for i, seconds in enumerate((3, 5, 4, 100)):
         Build.objects.create(lab=lab, revision=config.latest, attr="toplevel", status=Status.SUCCEEDED,
-                             started=now, finished=now + timedelta(seconds=seconds))
+                             started=now - timedelta(days=4 - i), finished=now - timedelta(days=4 - i) + timedelta(seconds=seconds),
+                             progress={"builds": {"done": 2, "expected": 2}})
+    failed = Build.objects.create(lab=lab, revision=config.latest, attr="toplevel", status=Status.FAILED,
+                                  started=now, finished=now + timedelta(seconds=7))
+    cached = Build.objects.create(lab=lab, revision=config.latest, attr="toplevel", status=Status.SUCCEEDED,
+                                  started=now, finished=now + timedelta(seconds=1),
+                                  progress={"builds": {"done": 0, "expected": 0}})
     resp = client_for(users["viewer"]).get(f"/labs/{lab.slug}/configs/{config.pk}/durations/")
     assert resp.status_code == 200
-    assert 'points="0.0,' in resp.content.decode() and "5.0 s" in resp.content.decode()
+    html = resp.content.decode()
+    chart = resp.context["chart"]
+    assert chart.counts == {"ok": 4, "failed": 1, "cached": 1}
+    # Median and p95 of the successful, non-cached builds (3, 4, 5, 100 s).
+    assert chart.median[1] == "4.5 s" and chart.p95[1] == "1 min 26 s"
+    assert "median 4.5 s" in html and 'class="dot-failed"' in html and 'class="dot-cached"' in html
+    # Dates on the time axis, seconds on the duration axis, each point a link.
+    assert (now - timedelta(days=4)).strftime("%Y-%m-%d") in [label for _, label in chart.x_ticks]
+    assert any(label.endswith(" s") or "min" in label for _, label in chart.y_ticks)
+    assert f'href="/labs/{lab.slug}/builds/{failed.pk}/"' in html
+    cached_dot = next(d for d in chart.dots if d.url.endswith(f"/{cached.pk}/"))
+    assert cached_dot.y == chart.lane and "not a build time" in cached_dot.title
+
+
+def test_trend_without_builds(client_for, users, lab, config):
+    resp = client_for(users["viewer"]).get(f"/labs/{lab.slug}/configs/{config.pk}/durations/")
+    assert resp.status_code == 200 and "No finished builds yet" in resp.content.decode()
 
 
 def test_delete_removes_row_and_workdir(client_for, users, lab, config):
     build = Build.objects.create(lab=lab, revision=config.latest, attr="toplevel", status=Status.QUEUED)
     build.workdir.mkdir(parents=True)
     client = client_for(users["operator"])
-    client.post(f"/labs/{lab.slug}/builds/{build.pk}/delete/")
+    client.post(f"/labs/{lab.slug}/builds/{build.pk}/delete/", {"confirm": "yes"})
     assert Build.objects.filter(pk=build.pk).exists(), "an active build is not deleted"
     Build.objects.filter(pk=build.pk).update(status=Status.FAILED)
+    # The first POST only asks: a confirmation page, nothing deleted.
     resp = client.post(f"/labs/{lab.slug}/builds/{build.pk}/delete/")
-    assert resp.status_code == 302 and not Build.objects.filter(pk=build.pk).exists()
+    assert resp.status_code == 200 and 'name="confirm" value="yes"' in resp.content.decode()
+    assert Build.objects.filter(pk=build.pk).exists() and build.workdir.exists()
+    resp = client.post(f"/labs/{lab.slug}/builds/{build.pk}/delete/", {"confirm": "yes"}, follow=True)
+    assert resp.redirect_chain[-1][0] == f"/labs/{lab.slug}/builds/"
+    assert not Build.objects.filter(pk=build.pk).exists()
+    assert f"Build #{build.pk} deleted" in resp.content.decode()
     assert not build.workdir.exists()
 
 
@@ -84,5 +112,57 @@ def test_compare_without_outputs_says_so(client_for, users, lab, config):
     client = client_for(users["viewer"])
     resp = client.get(f"/labs/{lab.slug}/builds/compare/?a={a.pk}&b={b.pk}")
     assert resp.status_code == 200 and "need an output" in resp.content.decode()
-    assert client.get(f"/labs/{lab.slug}/builds/compare/?a={a.pk}").status_code == 400
     assert client.get(f"/labs/{lab.slug}/builds/compare/?a={a.pk}&b=99999").status_code == 404
+
+
+@pytest.mark.parametrize("query,message", [
+    ("", "pick one build in column a and another in column b"),
+    ("a={a}", "pick one build in column a and another in column b"),
+    ("a={a}&b=x", "must be build numbers"),
+    ("a={a}&b={a}", "two different builds"),
+])
+def test_compare_explains_bad_input_on_the_history_page(client_for, users, lab, config, query, message):
+    a = Build.objects.create(lab=lab, revision=config.latest, attr="toplevel", status=Status.FAILED)
+    resp = client_for(users["viewer"]).get(f"/labs/{lab.slug}/builds/compare/?" + query.format(a=a.pk))
+    html = resp.content.decode()
+    assert resp.status_code == 400 and resp.templates[0].name == "builds/list.html"
+    assert message in html and 'id="compare-error"' in html and "<header>" in html
+    assert f'href="/labs/{lab.slug}/builds/{a.pk}/"' in html, "the history is still there to pick from"
+
+
+def test_who_matches_part_of_the_name_in_any_case(client_for, users, lab, config):
+    Build.objects.create(lab=lab, revision=config.latest, attr="toplevel", created_by=users["admin"])
+    Build.objects.create(lab=lab, revision=config.latest, attr="toplevel", created_by=users["operator"])
+    client = client_for(users["viewer"])
+    for who, expected in (("adm", 1), ("LabAdmin", 1), ("OPER", 1), ("a", 2), ("nobody", 0)):
+        resp = client.get(f"/labs/{lab.slug}/builds/?who={who}")
+        assert resp.status_code == 200 and resp.context["page"].paginator.count == expected, who
+
+
+def test_history_rows_are_readable(client_for, users, lab, config):
+    build = Build.objects.create(lab=lab, revision=config.latest, attr="toplevel", created_by=users["admin"],
+                                 status=Status.SUCCEEDED, started=timezone.now(),
+                                 finished=timezone.now() + timedelta(seconds=42))
+    html = client_for(users["viewer"]).get(f"/labs/{lab.slug}/builds/").content.decode()
+    # Readable filter choices, with labels.
+    assert '<option value="" selected>any configuration</option>' in html
+    assert '<option value="" selected>any status</option>' in html and ">Succeeded</option>" in html
+    assert '<label for="id_who">Started by:</label>' in html
+    # Configuration and revision as links; times absolute with zone and relative.
+    assert f'href="/labs/{lab.slug}/configs/{config.pk}/">xfs-guest</a>' in html
+    assert f'href="/labs/{lab.slug}/configs/{config.pk}/r/1/">r1</a>' in html
+    assert build.created.strftime("%Y-%m-%d") in html and " UTC</time>" in html and "(just now)" in html
+    assert "42.0 s" in html
+
+
+def test_build_states_feed_running_rows(client_for, users, lab, config):
+    running = Build.objects.create(lab=lab, revision=config.latest, attr="toplevel", status=Status.RUNNING)
+    done = Build.objects.create(lab=lab, revision=config.latest, attr="toplevel", status=Status.SUCCEEDED)
+    other = Build.objects.create(lab=lab.other, revision=config.latest, attr="toplevel", status=Status.RUNNING)
+    client = client_for(users["viewer"])
+    html = client.get(f"/labs/{lab.slug}/builds/").content.decode()
+    assert f'data-build="{running.pk}" data-active="1"' in html and f'data-build="{done.pk}">' in html
+    states = client.get(f"/labs/{lab.slug}/builds/states/?ids={running.pk},{done.pk},{other.pk}").json()["builds"]
+    assert set(states) == {str(running.pk), str(done.pk)}, "another lab's builds are not shown"
+    assert states[str(done.pk)]["terminal"] and states[str(done.pk)]["label"] == "Succeeded"
+    assert client.get(f"/labs/{lab.slug}/builds/states/?ids=1,x").status_code == 400
