@@ -10,9 +10,15 @@ from typing import Any
 ORDER = ("label", "system", "toplevel", "kernel", "initrd", "init", "kernelParams")
 
 
+def ordered(spec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The same document with its keys in ORDER (then the rest, sorted): the
+    websocket sends it as JSON, whose object order the page keeps."""
+    if spec is None:
+        return None
+    return {k: spec[k] for k in [k for k in ORDER if k in spec] + sorted(k for k in spec if k not in ORDER)}
+
+
 def rows(spec: dict[str, Any] | None) -> list[tuple[str, Any]]:
     """``(key, value)`` rows, known keys in ORDER, any others after them
     alphabetically; lists (kernelParams) joined with spaces."""
-    spec = spec or {}
-    keys = [k for k in ORDER if k in spec] + sorted(k for k in spec if k not in ORDER)
-    return [(k, " ".join(map(str, spec[k])) if isinstance(spec[k], list) else spec[k]) for k in keys]
+    return [(k, " ".join(map(str, v)) if isinstance(v, list) else v) for k, v in (ordered(spec) or {}).items()]

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from . import timefmt
+from . import bootspec, timefmt
 from .models import TERMINAL, Build, Status
 from .services import queue_position
 
@@ -92,7 +92,7 @@ def build_summary(build: Build) -> dict[str, Any]:
         "drv_path": build.drv_path,
         "out_path": build.out_path,
         "closure_size": build.closure_size,
-        "bootspec": build.bootspec,
+        "bootspec": bootspec.ordered(build.bootspec),
         "progress": build.progress,
         "phase": phase_label(build),
         "cache_hit": is_cache_hit(build),

@@ -90,6 +90,20 @@ def test_build_page_lists_bootspec_in_reading_order(lab, config, users, client_f
 
 
 @pytest.mark.django_db
+def test_build_summary_sends_bootspec_in_reading_order(lab, config):
+    """The websocket's summary (the page redraws the table from it) keeps
+    the same order through JSON."""
+    from builds.presenters import build_summary
+
+    build = Build.objects.create(lab=lab, revision=config.latest, attr="toplevel", status=Status.SUCCEEDED,
+                                 out_path=SPEC["toplevel"], bootspec=SPEC)
+    build.refresh_from_db()
+    sent = json.loads(json.dumps(build_summary(build)))
+    assert list(sent["bootspec"]) == list(bootspec.ORDER)
+    assert sent["bootspec"]["kernelParams"] == SPEC["kernelParams"]
+
+
+@pytest.mark.django_db
 def test_postgres_runs_are_really_on_postgres():
     """Under scripts/test's second run every test above and elsewhere ran
     on PostgreSQL, not quietly on SQLite."""
