@@ -18,6 +18,15 @@ from django.conf import settings
 from tests.helpers import sample_settings, skip_or_fail
 
 
+def pytest_configure(config):
+    # pytest-django only warns when it cannot drop the test database; on
+    # PostgreSQL that means a connection leaked (still open at the end), and
+    # the database stays behind. Make it fail the run.
+    config.addinivalue_line(
+        "filterwarnings", "error:Error when trying to teardown test databases:pytest.PytestWarning"
+    )
+
+
 def _port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
