@@ -1,0 +1,122 @@
+"""Start one imageless guest: its virtiofsd instances, then QEMU.
+
+The order matters: QEMU connects to each vhost-user socket at start-up and
+exits if one is missing, so every virtiofsd must be listening first. If any
+step fails, everything already started is stopped again, so a failed start
+leaves no process behind and the error says which part failed and why.
+
+The caller (the host agent) becomes the parent of every process; each runs
+in a session of its own (see :mod:`.process`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guests.runtime import process
+from guests.runtime.qemu import GuestSpec, qemu_argv
+from guests.runtime.virtiofsd import VIRTIOFSD, Sandbox, Virtiofsd, VirtiofsdError
+
+NIX_STORE = Path("/nix/store")
+
+
+class LaunchError(RuntimeError):
+    """The guest did not start; nothing it started is left running."""
+
+
+@dataclass(frozen=True)
+class ShareSource:
+    """The host directory behind a share tag of the spec."""
+
+    path: Path
+    read_only: bool = False
+
+
+@dataclass
+class RunningGuest:
+    spec: GuestSpec
+    qemu: subprocess.Popen[bytes]
+    virtiofsds: list[Virtiofsd] = field(default_factory=list)
+
+    def poll(self) -> int | None:
+        return self.qemu.poll()
+
+    def stop(self, grace: float = 5.0) -> int:
+        """SIGTERM QEMU (SIGKILL after ``grace``), then its virtiofsd; QEMU's status."""
+        code = process.terminate(self.qemu, grace)
+        self.spec.run_dir.qemu_pid.unlink(missing_ok=True)
+        for daemon in self.virtiofsds:
+            daemon.stop(grace)
+        return code
+
+
+def _stderr_tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()[-2000:] or "(no output)"
+    except OSError:
+        return "(no output)"
+
+
+def start_guest(
+    spec: GuestSpec,
+    *,
+    modules_root: Path,
+    shares: Mapping[str, ShareSource] | None = None,
+    store: Path = NIX_STORE,
+    virtiofsd: str = VIRTIOFSD,
+    sandbox: Sandbox = "namespace",
+    timeout: float = 10.0,
+) -> RunningGuest:
+    """Start ``spec``'s guest; return once QEMU listens on its QMP socket.
+
+    ``modules_root`` is the directory that holds the kernel's
+    ``<version>/`` modules directory (``/lib/modules`` for Debian's,
+    ``$INSTALL_MOD_PATH/lib/modules`` for a developer's): the guest mounts
+    it on ``/lib/modules`` and looks for ``$(uname -r)`` there.
+    ``shares`` maps each tag of ``spec.shares`` to its host directory. The
+    store and the modules are always read-only. Raises SpecError for a bad
+    spec (before anything starts) and LaunchError if a process fails.
+    """
+    argv = qemu_argv(spec)  # validates the whole spec first
+    shares = dict(shares or {})
+    if set(shares) != {share.tag for share in spec.shares}:
+        raise LaunchError(f"share directories given for {sorted(shares)}, "
+                          f"the guest has {sorted(s.tag for s in spec.shares)}")
+    run = spec.run_dir
+    run.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    wanted = [("store", store, True, run.virtiofsd_socket("store")),
+              ("modules", modules_root, True, run.virtiofsd_socket("modules"))]
+    wanted += [(s.tag, shares[s.tag].path, shares[s.tag].read_only, s.socket) for s in spec.shares]
+    started: list[Virtiofsd] = []
+    try:
+        for tag, source, read_only, sock in wanted:
+            daemon = Virtiofsd(tag=tag, source=source, socket_path=sock, read_only=read_only,
+                               stderr_path=run.virtiofsd_stderr(tag), pid_path=run.virtiofsd_pid(tag),
+                               binary=virtiofsd, sandbox=sandbox)
+            started.append(daemon)
+            daemon.start(timeout)
+        run.qmp_socket.unlink(missing_ok=True)
+        try:
+            qemu = process.spawn(argv, stderr_path=run.qemu_stderr, pid_path=run.qemu_pid)
+        except OSError as exc:
+            raise LaunchError(f"cannot run {argv[0]}: {exc.strerror}") from None
+        deadline = time.monotonic() + timeout
+        while not run.qmp_socket.exists():
+            code = qemu.poll()
+            if code is not None:
+                raise LaunchError(f"QEMU {process.describe_exit(code)} at start: {_stderr_tail(run.qemu_stderr)}")
+            if time.monotonic() > deadline:
+                process.terminate(qemu)
+                raise LaunchError(f"QEMU did not open its QMP socket within {timeout:g} s: "
+                                  f"{_stderr_tail(run.qemu_stderr)}")
+            time.sleep(0.01)
+    except (VirtiofsdError, LaunchError) as exc:
+        for daemon in started:
+            daemon.stop()
+        run.qemu_pid.unlink(missing_ok=True)
+        raise LaunchError(str(exc)) from None
+    return RunningGuest(spec=spec, qemu=qemu, virtiofsds=started)
