@@ -117,6 +117,15 @@
     table.replaceChildren(...rows);
   }
 
+  // Sections that appear above the log when the build ends must not push
+  // the log away from a reader who is looking at it.
+  function keepLogInPlace(change) {
+    const before = el.getBoundingClientRect().top;
+    change();
+    const after = el.getBoundingClientRect().top;
+    if (before < window.innerHeight && after !== before) window.scrollBy(0, after - before);
+  }
+
   function onStatus(b) {
     const status = byId("status");
     status.textContent = b.status_label;
@@ -143,11 +152,13 @@
     set("out-path", b.out_path);
     // Measured just after the result: it arrives in a later status.
     if (b.closure_size) set("closure-size", formatSize(b.closure_size) + " (" + b.closure_size + " bytes)");
-    if (b.error) { set("error", b.error); show("error-section", true); }
-    if (b.bootspec) { bootspecRows(b.bootspec); show("bootspec-section", true); }
-    show("cancel-form", false);
-    show("retry-form", true);
-    show("delete-form", true);
+    keepLogInPlace(() => {
+      if (b.error) { set("error", b.error); show("error-section", true); }
+      if (b.bootspec) { bootspecRows(b.bootspec); show("bootspec-section", true); }
+      show("cancel-form", false);
+      show("retry-form", true);
+      show("delete-form", true);
+    });
   }
 
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
