@@ -11,6 +11,10 @@ has an ``action``:
 * ``msg``: ``level``, ``msg`` (ANSI coloured, may span several lines); errors
   additionally carry ``raw_msg``, ``file``, ``line`` and ``column``.
 
+Newer Nix (2.18 on) adds ``parent`` to ``start`` and nothing else this
+module relies on; keys come sorted (nlohmann's map) and non-ASCII text comes
+as raw UTF-8, with invalid bytes already replaced by U+FFFD.
+
 Field layouts, checked against Nix 2.8 output (see tests/data/) and its
 progress bar, which is the reference consumer of the same events:
 
@@ -86,12 +90,35 @@ def activity_label(act_type: int) -> str:
 
 # Verbosity levels; `nix build` shows messages up to INFO by default.
 LVL_ERROR = 0
+LVL_WARN = 1
 LVL_INFO = 3
+
+# A line longer than this is not even tried as JSON: Nix never writes one
+# (a build log line that long is cut by the builder's own output limits long
+# before), and parsing hundreds of MiB would stall the build's reader.
+MAX_JSON_CHARS = 16 * 1024 * 1024
+# Text kept per line. The raw stream keeps everything; a log view, the
+# error excerpt and the tails kept in memory do not need megabytes per line.
+MAX_TEXT_CHARS = 64 * 1024
 
 PREFIX = "@nix "
 # CSI sequences (colours, cursor moves), OSC sequences and lone two-byte escapes.
 _ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
 _STORE_HASH_RE = re.compile(r"^[0-9a-df-np-sv-z]{32}-")  # nix base32: no e o t u
+
+
+# NUL and lone surrogates (from a JSON "\\ud800" escape or a surrogateescape
+# decode) are valid in a Python str but not in UTF-8 files, Redis messages
+# or PostgreSQL text/jsonb, where they would fail the build's bookkeeping.
+_UNSAFE_RE = re.compile("[\x00\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` made safe to store anywhere (U+FFFD for NUL and lone
+    surrogates) and cut to :data:`MAX_TEXT_CHARS`."""
+    if len(text) > MAX_TEXT_CHARS:
+        text = f"{text[:MAX_TEXT_CHARS]} [... {len(text) - MAX_TEXT_CHARS} characters cut]"
+    return _UNSAFE_RE.sub("\ufffd", text)
 
 
 def strip_ansi(text: str) -> str:
@@ -169,10 +196,10 @@ Event = Union[LogEvent, PhaseEvent, ActivityEvent, ProgressEvent]
 def parse_line(line: str) -> dict[str, Any] | None:
     """The JSON object of an ``@nix`` line, or None for plain text (and for
     an ``@nix`` line whose JSON is broken, which is then shown as text)."""
-    if not line.startswith(PREFIX):
+    if not line.startswith(PREFIX) or len(line) > MAX_JSON_CHARS:
         return None
     try:
         obj = json.loads(line[len(PREFIX) :])
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting deeper than Python's stack
         return None
     return obj if isinstance(obj, dict) and isinstance(obj.get("action"), str) else None
