@@ -30,7 +30,6 @@ from guests.runtime.bootspec import read_bootspec
 from guests.runtime.kernel import debian_kernels
 from guests.runtime.launch import RunningGuest, start_guest
 from guests.runtime.qemu import GuestSpec, RunDir
-from guests.runtime.qmp import QMPClient
 from tests.helpers import sample_settings
 
 NIX = shutil.which("nix")
@@ -110,12 +109,12 @@ def test_boot_imageless_standin(tmp_path: Path) -> None:
                      run_dir=run, memory_mib=1024, vcpus=2, accel="tcg", name="boot-test", no_reboot=True,
                      paused=True)
     guest: RunningGuest | None = None
-    console = qmp = None
+    console = None
     try:
         started = time.monotonic()
         # The directory holding <version>/: the guest mounts it on /lib/modules.
         guest = start_guest(spec, modules_root=KERNEL.modules_dir.parent)
-        qmp = QMPClient.connect(run.qmp_socket)
+        qmp = guest.qmp
         assert qmp.execute("query-status")["status"] == "prelaunch"
         console = Console(run.serial_socket)
         qmp.execute("cont")  # paused until the test listens: the socket sees every byte
@@ -152,8 +151,7 @@ def test_boot_imageless_standin(tmp_path: Path) -> None:
             assert daemon.proc is not None and daemon.proc.wait(timeout=10) is not None
         print(f"\nstand-in guest booted to its banner in {boot_seconds:.1f} s (TCG)")
     finally:
-        for closable in (console, qmp):
-            if closable is not None:
-                closable.close()
+        if console is not None:
+            console.close()
         if guest is not None:
             guest.stop()

@@ -49,7 +49,9 @@ def _config(path: Path) -> dict[str, str]:
     except OSError:
         return {}
     for line in lines:
-        if line.startswith("CONFIG_") and "=" in line:
+        if line.startswith("# CONFIG_") and line.endswith(" is not set"):
+            values[line[len("# CONFIG_"):-len(" is not set")]] = "n"
+        elif line.startswith("CONFIG_") and "=" in line:
             key, value = line[len("CONFIG_"):].split("=", 1)
             values[key] = value
     return values

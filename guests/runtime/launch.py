@@ -12,13 +12,13 @@ in a session of its own (see :mod:`.process`).
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from guests.runtime import process
 from guests.runtime.qemu import GuestSpec, qemu_argv
+from guests.runtime.qmp import QMPClient, QMPConnectionError, QMPTimeout
 from guests.runtime.virtiofsd import VIRTIOFSD, Sandbox, Virtiofsd, VirtiofsdError
 
 NIX_STORE = Path("/nix/store")
@@ -40,6 +40,8 @@ class ShareSource:
 class RunningGuest:
     spec: GuestSpec
     qemu: subprocess.Popen[bytes]
+    # QEMU takes one QMP client at a time: the owner of the guest holds it.
+    qmp: QMPClient
     virtiofsds: list[Virtiofsd] = field(default_factory=list)
 
     def poll(self) -> int | None:
@@ -47,6 +49,7 @@ class RunningGuest:
 
     def stop(self, grace: float = 5.0) -> int:
         """SIGTERM QEMU (SIGKILL after ``grace``), then its virtiofsd; QEMU's status."""
+        self.qmp.close()
         code = process.terminate(self.qemu, grace)
         self.spec.run_dir.qemu_pid.unlink(missing_ok=True)
         for daemon in self.virtiofsds:
@@ -71,7 +74,7 @@ def start_guest(
     sandbox: Sandbox = "namespace",
     timeout: float = 10.0,
 ) -> RunningGuest:
-    """Start ``spec``'s guest; return once QEMU listens on its QMP socket.
+    """Start ``spec``'s guest; return once QEMU answers on QMP (connected).
 
     ``modules_root`` is the directory that holds the kernel's
     ``<version>/`` modules directory (``/lib/modules`` for Debian's,
@@ -104,19 +107,21 @@ def start_guest(
             qemu = process.spawn(argv, stderr_path=run.qemu_stderr, pid_path=run.qemu_pid)
         except OSError as exc:
             raise LaunchError(f"cannot run {argv[0]}: {exc.strerror}") from None
-        deadline = time.monotonic() + timeout
-        while not run.qmp_socket.exists():
-            code = qemu.poll()
-            if code is not None:
-                raise LaunchError(f"QEMU {process.describe_exit(code)} at start: {_stderr_tail(run.qemu_stderr)}")
-            if time.monotonic() > deadline:
+        # The QMP socket exists before QEMU loads the kernel and initrd, so
+        # its existence proves nothing; QEMU greets a QMP client only from
+        # its main loop, i.e. once the machine is fully set up.
+        try:
+            qmp = QMPClient.connect(run.qmp_socket, timeout=timeout, alive=lambda: qemu.poll() is None)
+        except (QMPConnectionError, QMPTimeout) as exc:
+            try:
+                code = qemu.wait(timeout=2)
+            except subprocess.TimeoutExpired:
                 process.terminate(qemu)
-                raise LaunchError(f"QEMU did not open its QMP socket within {timeout:g} s: "
-                                  f"{_stderr_tail(run.qemu_stderr)}")
-            time.sleep(0.01)
+                raise LaunchError(f"QEMU did not answer on QMP ({exc}): {_stderr_tail(run.qemu_stderr)}") from None
+            raise LaunchError(f"QEMU {process.describe_exit(code)} at start: {_stderr_tail(run.qemu_stderr)}") from None
     except (VirtiofsdError, LaunchError) as exc:
         for daemon in started:
             daemon.stop()
         run.qemu_pid.unlink(missing_ok=True)
         raise LaunchError(str(exc)) from None
-    return RunningGuest(spec=spec, qemu=qemu, virtiofsds=started)
+    return RunningGuest(spec=spec, qemu=qemu, qmp=qmp, virtiofsds=started)

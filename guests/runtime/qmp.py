@@ -17,6 +17,7 @@ import json
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,11 @@ class QMPClient:
         self.execute("qmp_capabilities", timeout=timeout)
 
     @classmethod
-    def connect(cls, path: Path, *, timeout: float = 10.0) -> QMPClient:
+    def connect(cls, path: Path, *, timeout: float = 10.0,
+                alive: Callable[[], bool] | None = None) -> QMPClient:
         """Connect to QEMU's QMP socket, retrying until it exists (QEMU
-        creates it shortly after starting) or ``timeout`` runs out."""
+        creates it shortly after starting) or ``timeout`` runs out; stops
+        retrying early once ``alive()`` says QEMU has exited."""
         deadline = time.monotonic() + timeout
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -67,7 +70,7 @@ class QMPClient:
                 break
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 sock.close()
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or (alive is not None and not alive()):
                     raise QMPConnectionError(f"cannot connect to {path}: {exc}") from None
                 time.sleep(0.02)
         try:
