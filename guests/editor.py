@@ -219,3 +219,53 @@ def initial_from_settings(s: dict[str, Any], *, name: str = "", extra_module: st
     sources = [{"package": p, "url": u if isinstance(u, str) else u["url"]}
                for p, u in s["sourceOverrides"].items()]
     return {"form": form, "shares": shares, "storage": storage, "sources": sources}
+
+
+def settings_summary(s: dict[str, Any]) -> list[tuple[str, str]]:
+    """The settings a reader wants first, as (label, text) rows."""
+    s = flake.upgrade_settings(s)
+    none = "—"
+    mon = s.get("monitoring")
+    rows = [
+        ("Backend", f"{s['backend']} (output {flake.output_name(s['backend'])})"),
+        ("Mode", s["mode"]),
+        ("Host and user", f"{s['hostName']}, user {s['user']['name']}"
+                          f" ({len(s['user']['authorizedKeys'])} SSH key(s))"),
+        ("Profiles", ", ".join(s["profiles"]) or none),
+        ("Test suites", ", ".join(s["testSuites"]) or none),
+        ("Packages", " ".join(".".join(p) for p in s["extraPackages"]) or none),
+        ("Shares", ", ".join(f"{mp} ← {e['tag']}" for mp, e in s["shares"].items()) or none),
+        ("Disks", ", ".join(f"{mp} ← {e['device']} ({e['fsType']})" for mp, e in s["storage"].items()) or none),
+        ("Memory and CPUs", f"{s['memoryMiB']} MiB, {s['vcpus']} vCPU(s)"
+                            + (f", {s['diskSizeMiB']} MiB disk" if s["backend"] == "libvirt" else "")),
+    ]
+    if mon:
+        changed = [k for k in mon if k != "enable"]
+        rows.insert(4, ("Monitoring", "upstream defaults" + (f" except {', '.join(changed)}" if changed else "")))
+    if s.get("baremetal"):
+        b = s["baremetal"]
+        rows.insert(2, ("Root file system", f"{b['rootDevice']} ({b['rootFsType']})"))
+    if s["sourceOverrides"]:
+        rows.append(("Source overrides", ", ".join(s["sourceOverrides"])))
+    if s.get("stateVersion"):
+        rows.append(("system.stateVersion", s["stateVersion"]))
+    return rows
+
+
+def form_sections(editor: ConfigurationEditor) -> list[dict[str, Any]]:
+    """The page's sections in module order: each a title, the main form's
+    fields in it, the formsets in it, and when it applies (for the page
+    script; without it every section shows)."""
+    field_when = {"root_device": ("mode", "baremetal"), "root_fs_type": ("mode", "baremetal"),
+                  "root_options": ("mode", "baremetal"), "disk_size_mib": ("backend", "libvirt")}
+    groups = {title: [{"field": bf, "when": field_when.get(bf.name)} for bf in fields]
+              for title, fields in editor.form.groups()}
+    when = {"Monitoring profile": ("profiles", "monitoring")}
+    sections = [{"title": t, "fields": groups[t], "formsets": [], "when": when.get(t)}
+                for t in ("Backend and mode", "User and access", "Profiles", "Monitoring profile", "Test suites")]
+    sections.append({"title": "Disks and shares", "fields": [], "when": None,
+                     "formsets": [("Virtiofs shares (mounts.shares)", "shares", editor.shares),
+                                  ("Storage mounts (mounts.storage)", "storage", editor.storage)]})
+    sections.append({"title": "Packages and source overrides", "fields": groups["Packages"], "when": None,
+                     "formsets": [("Package source overrides", "sources", editor.sources)]})
+    return sections

@@ -64,6 +64,13 @@ class Configuration(models.Model):
         return self.revisions.order_by("-number").first()
 
 
+class EvalStatus(models.TextChoices):
+    NONE = "", "not evaluated"  # revisions saved before evaluate-on-save existed
+    PENDING = "pending", "evaluating"
+    OK = "ok", "evaluates"
+    ERROR = "error", "does not evaluate"
+
+
 class Revision(models.Model):
     configuration = models.ForeignKey(Configuration, models.CASCADE, related_name="revisions")
     number = models.PositiveIntegerField()
@@ -73,6 +80,13 @@ class Revision(models.Model):
     message = models.CharField(max_length=200, blank=True)
     created_by = models.ForeignKey(conf.AUTH_USER_MODEL, models.SET_NULL, null=True, related_name="+")
     created = models.DateTimeField(auto_now_add=True)
+    # What `nix eval` said about the rendered files, filled in by the
+    # evaluate job after the save (guests.eval_jobs). The only fields ever
+    # written after creation, with an UPDATE: the revision itself stays as saved.
+    eval_status = models.CharField(max_length=8, choices=EvalStatus.choices, default=EvalStatus.PENDING, blank=True)
+    eval_error = models.TextField(blank=True)
+    eval_drv_path = models.CharField(max_length=300, blank=True)
+    eval_finished = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

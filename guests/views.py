@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 
 from . import flake, services
 from .access import can_create_lab, lab_view, role_at_least
-from .editor import ConfigurationEditor, initial_from_settings
+from .editor import ConfigurationEditor, form_sections, initial_from_settings, settings_summary
 from .forms import LabForm, MemberForm, RoleForm
 from .models import Configuration, Lab, Membership, Revision, Role
 
@@ -109,8 +109,9 @@ def config_builds(config, limit: int = 10):
             .select_related("revision", "created_by").order_by("-created", "-id")[:limit])
 
 
-def _editor_page(request, lab, editor, *, config=None, status=200):
-    ctx = {"lab": lab, "editor": editor, "config": config, "role": request.lab_role}
+def _editor_page(request, lab, editor, *, config=None, base=None, status=200):
+    ctx = {"lab": lab, "editor": editor, "editor_sections": form_sections(editor), "config": config, "base": base,
+           "role": request.lab_role}
     return render(request, "guests/config_form.html", ctx, status=status)
 
 
@@ -126,6 +127,7 @@ def config_new(request, lab):
                 lab=lab, name=d["name"], settings=editor.settings(), extra_module=d["extra_module"],
                 message=d["message"], user=request.user,
             )
+            messages.success(request, f"Created {config.name} r1; it is being evaluated.")
             return redirect("config", lab_slug=lab.slug, config_id=config.pk)
         except ValidationError as exc:
             _error_to_form(editor.form, exc, "name")
@@ -134,21 +136,42 @@ def config_new(request, lab):
 
 @lab_view(Role.OPERATOR)
 def config_edit(request, lab, config_id):
+    """Edit the latest revision or, with ?from=<n>, start from revision n
+    (restoring it: saving makes a new revision with its settings)."""
     config = get_object_or_404(Configuration, lab=lab, pk=config_id)
+    latest = config.latest
     if request.method != "POST":
-        latest = config.latest
-        initial = initial_from_settings(latest.settings, name=config.name, extra_module=latest.extra_module)
-        return _editor_page(request, lab, ConfigurationEditor(initial=initial), config=config)
+        base = latest
+        if request.GET.get("from", "").isdigit():
+            base = get_object_or_404(config.revisions, number=int(request.GET["from"]))
+        initial = initial_from_settings(base.settings, name=config.name, extra_module=base.extra_module)
+        if base != latest:
+            initial["form"]["message"] = f"restore r{base.number}"
+        return _editor_page(request, lab, ConfigurationEditor(initial=initial), config=config, base=base)
     editor = ConfigurationEditor(request.POST)
     if editor.is_valid():
         d = editor.form.cleaned_data
+        settings = editor.settings()
         if d["name"] != config.name:
             editor.form.add_error("name", "Renaming is not supported: clone the configuration instead.")
+        elif unchanged(latest, settings, d["extra_module"]):
+            editor.form.add_error(None, f"Nothing changed: r{latest.number} already has exactly these settings. "
+                                  "Change something, or leave the page.")
         else:
-            services.revision_create(configuration=config, settings=editor.settings(),
-                                     extra_module=d["extra_module"], message=d["message"], user=request.user)
+            rev = services.revision_create(configuration=config, settings=settings,
+                                           extra_module=d["extra_module"], message=d["message"], user=request.user)
+            messages.success(request, f"Saved r{rev.number}; it is being evaluated.")
             return redirect("config", lab_slug=lab.slug, config_id=config.pk)
     return _editor_page(request, lab, editor, config=config, status=400)
+
+
+def unchanged(latest: Revision, settings: dict, extra_module: str) -> bool:
+    """A save that would add a revision identical to the latest one.
+
+    A revision of an older settings schema is never "unchanged": saving it
+    again is how it gets rendered the current way.
+    """
+    return latest.settings == settings and latest.extra_module == extra_module
 
 
 def _revision(lab, config_id, number=None) -> tuple[Configuration, Revision]:
@@ -170,6 +193,8 @@ def config_detail(request, lab, config_id, number=None):
         "is_operator": role_at_least(request.lab_role, Role.OPERATOR),
         "output": flake.output_name(rev.backend),
         "builds": config_builds(config),
+        "latest_number": config.revisions.values_list("number", flat=True).first(),
+        "summary": settings_summary(rev.settings),
     }
     return render(request, "guests/config_detail.html", ctx)
 
