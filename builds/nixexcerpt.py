@@ -25,7 +25,7 @@ Pure: no I/O, no Django.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from builds.nixevents import LVL_ERROR, LVL_WARN, strip_ansi
 

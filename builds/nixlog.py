@@ -19,8 +19,9 @@ keeps any line it cannot read as text.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from builds import nixexcerpt
 from builds.nixevents import (
@@ -340,8 +341,8 @@ class NixProgress:
         running = sum(a.running for a in reporters)
         if running >= len(live):
             return live
-        newest = sorted(live, key=lambda a: a.seen)[len(live) - running :] if running > 0 else []
-        return [a for a in live if any(a is b for b in newest)]
+        newest = {id(a) for a in sorted(live, key=lambda a: a.seen)[len(live) - running :]} if running > 0 else set()
+        return [a for a in live if id(a) in newest]
 
     def stage(self) -> str:
         """Coarse state: evaluating, realising, downloading, building, finishing."""
