@@ -54,3 +54,12 @@
 #           COPYING and README, the same files as "first" holds)
 #   first = mk "d-first" (mkdir $out with the same COPYING and README)
 #   default = a derivation "d-check" on docs that prints two lines and exits 1.
+
+# nix-2.8-multi.log: a third flake (in /tmp/kt-nixlog/rec3), three
+# installables built one at a time, no daemon, sandbox on:
+#   nix build -L --log-format internal-json --json --no-link --max-jobs 1 \
+#     --option substituters '' path:$PWD#a path:$PWD#b path:$PWD#c
+# with a, b, c = mk "m-{a,b,c}-1.0" (setPhase buildPhase; echo building X;
+# c also echoes "running tests"; echo X > $out). The three top-level build
+# activities stop only at the end, last first, though Builds counts one
+# running at a time.
