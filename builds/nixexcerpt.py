@@ -35,12 +35,13 @@ ERROR, WARNING, NOTE, CHATTER, INFO = "error", "warning", "note", "chatter", "in
 _ERROR_PREFIX_RE = re.compile(r"error(?:\s*\[[^\]]*\])?:")
 _WARNING_PREFIX_RE = re.compile(r"(?:warning|evaluation warning|error \(ignored\)):")
 # Messages a person never needs to see to understand a failure: daemon
-# chatter forwarded at level 0, download retries, lock contention, and
-# hints only a command-line user can act on.
+# chatter forwarded at level 0 (an untrusted user's substituters are dropped
+# on every build), download retries, lock contention, and hints only a
+# command-line user can act on. A daemon ignoring a restricted setting is
+# not chatter: it can explain a failure, so it stays a warning.
 _CHATTER_RE = re.compile(
     r"linking '[^']*' to '[^']*/\.links/"
     r"|(?:warning: )?ignoring untrusted substituter '"
-    r"|(?:warning: )?ignoring the client-specified setting '"
     r"|(?:warning: )?(?:error: )?SQLite database '[^']*' is busy"
     r"|.*; retrying in \d+ ms$"
     r"|\(use '--show-trace' to show detailed location information\)"
