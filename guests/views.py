@@ -67,6 +67,7 @@ def member_add(request, lab):
     if form.is_valid():
         try:
             services.member_add(lab=lab, **form.cleaned_data)
+            messages.success(request, f"Added {form.cleaned_data['username']} to {lab}.")
             return redirect("lab", lab_slug=lab.slug)
         except ValidationError:
             # One message whatever the reason, so a lab admin cannot probe
@@ -85,6 +86,7 @@ def member_role(request, lab, member_id):
         return HttpResponseBadRequest("Unknown role.")
     try:
         services.member_set_role(membership=membership, role=form.cleaned_data["role"])
+        messages.success(request, f"{membership.user.username} is now {form.cleaned_data['role']} in {lab}.")
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     return redirect("lab", lab_slug=lab.slug)
@@ -96,6 +98,7 @@ def member_remove(request, lab, member_id):
     membership = get_object_or_404(Membership, lab=lab, pk=member_id)
     try:
         services.member_remove(membership=membership)
+        messages.success(request, f"{membership.user.username} was removed from {lab}.")
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     return redirect("lab", lab_slug=lab.slug)

@@ -127,3 +127,16 @@ def test_site_admin_link_and_favicon(client_for, users, django_user_model):
     assert ">Site admin</a>" in html and 'rel="icon"' in html
     resp = client_for(staff).get("/favicon.ico")
     assert resp.status_code in (301, 302) and resp["Location"].endswith("kdevweb/favicon.svg")
+
+
+def test_member_changes_say_so(client_for, users, lab):
+    from guests.models import Membership
+
+    client = client_for(users["admin"])
+    viewer = Membership.objects.get(lab=lab, user=users["viewer"])
+    resp = client.post(f"/labs/{lab.slug}/members/{viewer.pk}/role/", {"role": "operator"}, follow=True)
+    assert "viewer is now operator in Storage lab." in resp.content.decode()
+    resp = client.post(f"/labs/{lab.slug}/members/{viewer.pk}/remove/", follow=True)
+    assert "viewer was removed from Storage lab." in resp.content.decode()
+    resp = client.post(f"/labs/{lab.slug}/members/add/", {"username": "viewer", "role": "viewer"}, follow=True)
+    assert "Added viewer to Storage lab." in resp.content.decode()
