@@ -180,10 +180,10 @@ class NixProgress:
             drv = nixexcerpt.failed_builder(text)
             if drv and drv not in self.failed_drvs:
                 self.failed_drvs.append(drv)
-            for act in self._acts.values():
-                # A top-level goal keeps its build activity until nix exits:
-                # once its failure is out it is not running, whatever lingers.
-                if drv and act.type == Act.BUILD and act.path == drv:
+            # A top-level goal keeps its build activity until nix exits:
+            # once its failure is out it is not running, whatever lingers.
+            for act in self._acts.values() if drv else ():
+                if act.type == Act.BUILD and act.path == drv:
                     act.finished = True
         elif kind in (nixexcerpt.WARNING, nixexcerpt.NOTE):
             self.context_lines.extend(part for part in strip_ansi(text).rstrip().split("\n") if part.strip())
