@@ -202,7 +202,10 @@ class ConfigurationForm(forms.Form):
         return groups or None
 
     def clean_authorized_keys(self) -> list[str]:
-        return v.split_lines(self.cleaned_data["authorized_keys"])
+        # Comment lines are allowed (as in authorized_keys) and dropped.
+        keys = [k for k in v.split_lines(self.cleaned_data["authorized_keys"]) if not k.startswith("#")]
+        v.validate_authorized_keys(keys)
+        return keys
 
     def clean_extra_packages(self) -> list[list[str]]:
         paths = v.split_words(self.cleaned_data["extra_packages"])

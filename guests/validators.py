@@ -6,6 +6,8 @@ grammar because NixOS, the kernel or Nix itself gives them one, and a bad
 value is far cheaper to reject in the form than to debug in a failed build.
 """
 
+import base64
+import binascii
 import re
 import shlex
 import subprocess
@@ -180,3 +182,57 @@ def validate_nix_syntax(text: str) -> None:
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("warning:")]
         raise ValidationError("The extra module is not valid Nix: " + " ".join(lines)[:500])
+
+
+# Key types OpenSSH accepts in authorized_keys (sshkey.c's keytypes table).
+SSH_KEY_TYPES = frozenset({
+    "ssh-ed25519", "ssh-rsa", "ssh-dss", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+    "ssh-ed25519-cert-v01@openssh.com", "ssh-rsa-cert-v01@openssh.com", "ssh-dss-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp256-cert-v01@openssh.com", "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp521-cert-v01@openssh.com", "sk-ssh-ed25519-cert-v01@openssh.com",
+    "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
+})
+_OPTIONS_RE = re.compile(r'^(?:[^\s"]|"(?:[^"\\]|\\.)*")+\s+')  # authorized_keys options before the type
+
+
+def ssh_key_problem(line: str) -> str:
+    """Why ``line`` is not an authorized_keys entry OpenSSH would accept ("" if it is).
+
+    Like OpenSSH: optional options, a known key type, then base64 whose
+    decoded blob starts with the same type (a length-prefixed string).
+    """
+    rest = line
+    if rest.split(None, 1)[0] not in SSH_KEY_TYPES:
+        m = _OPTIONS_RE.match(rest)  # `from="10.0.0.0/8",no-pty ssh-ed25519 AAAA...`
+        if m:
+            rest = rest[m.end():]
+    parts = rest.split(None, 2)
+    if not parts or parts[0] not in SSH_KEY_TYPES:
+        return "does not start with a known key type (like ssh-ed25519 or ssh-rsa)"
+    if len(parts) < 2:
+        return f"has the key type {parts[0]} but no key after it"
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        return "has a key that is not valid base64"
+    if len(blob) < 4:
+        return "has a key too short to be one"
+    n = int.from_bytes(blob[:4], "big")
+    embedded = blob[4:4 + n].decode("ascii", "replace")
+    if n > len(blob) - 4 or embedded != parts[0]:
+        return f"says {parts[0]} but its key data is {'a ' + embedded if embedded.isprintable() and embedded else 'something else'}"
+    if len(blob) == 4 + n:
+        return "has the key type but no key material"
+    return ""
+
+
+def validate_authorized_keys(lines: list[str]) -> None:
+    problems = []
+    for number, line in enumerate(lines, 1):
+        problem = ssh_key_problem(line)
+        if problem:
+            shown = line if len(line) <= 40 else line[:37] + "…"
+            problems.append(f"Line {number} (“{shown}”) {problem}.")
+    if problems:
+        raise ValidationError(problems)

@@ -4,6 +4,7 @@ diff, download, clone."""
 import html
 import io
 import json
+import re
 import subprocess
 import tarfile
 
@@ -95,6 +96,10 @@ BAD_INPUTS = [
     ({"user_name": "Root"}, "not a valid user"),
     ({"extra_groups": "wheel B@d"}, "not a valid user or group"),
     ({"authorized_keys": "ok\x00key"}, "Null characters are not allowed"),
+    ({"authorized_keys": "ssh-rsa notakey me@laptop"}, "Line 1 (“ssh-rsa notakey me@laptop”) has a key that is not valid base64"),
+    ({"authorized_keys": "# mine\nhello world"}, "Line 1 (“hello world”) does not start with a known key type"),
+    ({"authorized_keys": "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl x"},
+     "says ssh-rsa but its key data is a ssh-ed25519"),
     ({"profiles": ["gaming"]}, "Select a valid choice"),
     ({"profiles": ["controller"]}, "needs mode controller"),
     ({"test_suites": ["xfstests"]}, "Select a valid choice"),
@@ -204,6 +209,71 @@ def test_clone(client_for, users, lab, config):
     # A clash is a message, not a 500, and creates nothing.
     client.post(f"/labs/{lab.slug}/configs/{config.pk}/clone/", {"name": "xfs-guest-2"})
     assert Configuration.objects.filter(name="xfs-guest-2").count() == 1
+    page = client.get(f"/labs/{lab.slug}/configs/{clone.pk}/").content.decode()
+    header = page[page.index("</h1>"):page.index("</p>", page.index("</h1>"))]
+    assert header.count("cloned from") == 1 and "clone of" not in header
+
+
+def test_a_save_that_changes_nothing_is_refused(client_for, users, lab):
+    client = client_for(users["operator"])
+    resp = create(client, lab)
+    assert resp.status_code == 302
+    assert "Created ext4-guest r1" in client.get(resp.url).content.decode()  # the message after save
+    config = Configuration.objects.get(name="ext4-guest")
+    url = f"/labs/{lab.slug}/configs/{config.pk}/edit/"
+    resp = client.post(url, post_data(message="again"))
+    assert resp.status_code == 400 and "Nothing changed: r1 already has exactly these settings" in resp.content.decode()
+    assert config.revisions.count() == 1
+    resp = client.post(url, post_data(host_name="other"), follow=True)
+    assert config.revisions.count() == 2 and "Saved r2" in resp.content.decode()
+
+
+def test_old_revision_offers_restore(client_for, users, lab):
+    client = client_for(users["operator"])
+    create(client, lab, host_name="first")
+    config = Configuration.objects.get(name="ext4-guest")
+    base = f"/labs/{lab.slug}/configs/{config.pk}/"
+    client.post(base + "edit/", post_data(host_name="second"))
+    assert "restore" not in client.get(base).content.decode().lower()
+    old = client.get(base + "r/1/").content.decode()
+    assert "This is an old revision" in old and f'href="{base}edit/?from=1"' in old
+    form = client.get(base + "edit/?from=1").content.decode()
+    assert 'value="first"' in form and "Starting from r1" in form and 'value="restore r1"' in form
+    client.post(base + "edit/", post_data(host_name="first", message="restore r1"))
+    assert config.latest.number == 3 and config.latest.settings == config.revisions.get(number=1).settings
+    assert client.get(base + "edit/?from=99").status_code == 404
+
+
+def test_schema_1_revisions_keep_their_files_and_resave_the_new_way(client_for, users, lab):
+    """A revision saved by the first renderer: its stored files never change;
+    editing it upgrades the settings, and saving renders the current way."""
+    from guests import services
+    from tests.helpers import sample_settings
+
+    old = sample_settings(stateVersion="26.05", profiles=["monitoring"], monitoring={
+        "enable": True, "outputDir": "/var/lib/monitoring/runs/%i",
+        "sysstat": {"enable": False, "interval": 5}, "cpuGovernor": {"enable": False},
+        "blkalgn": {"enable": False, "ops": ["Write"]},
+        "biolatency": {"enable": False, "milliseconds": False, "queued": False, "perDisk": False,
+                       "perFlag": False, "interval": 30}})
+    del old["schema"], old["baremetal"]
+    config = services.configuration_create(lab=lab, name="legacy", settings=old, user=users["operator"])
+    rev = config.latest
+    Revision.objects.filter(pk=rev.pk).update(files={**rev.files, "default.nix": "# the old default.nix\n"})
+    client = client_for(users["operator"])
+    base = f"/labs/{lab.slug}/configs/{config.pk}/"
+    form = client.get(base + "edit/").content.decode()
+    # Untouched booleans of the old form (false) are upstream's defaults again.
+    assert re.search(r'<input type="checkbox" name="mon_sysstat"[^>]* checked>', form)
+    assert '<option value="Write" selected>' in form
+    data = post_data(name="legacy", profiles=["monitoring"], mon_blkalgn_ops="Write", test_suites=[],
+                     extra_packages="", authorized_keys="")
+    resp = client.post(base + "edit/", data)
+    assert resp.status_code == 302, resp.content.decode()[-2000:]
+    assert Revision.objects.get(pk=rev.pk).files["default.nix"] == "# the old default.nix\n"
+    new = json.loads(config.latest.files["kdevweb.json"])
+    assert new["schema"] == 2 and new["stateVersion"] is None
+    assert new["monitoring"] == {"enable": True, "blkalgn": {"ops": "Write"}}
 
 
 def test_members_and_roles(client_for, users, lab):
