@@ -94,8 +94,8 @@ def test_disks_shares_nic_and_flags() -> None:
         "driver=raw,node-name=disk1,read-only=on,file.driver=file,file.filename=/var/lib/kdevweb/disks/g1-test.raw",
     ]
     devices = option(argv, "-device")
-    assert "virtio-blk-pci-non-transitional,drive=disk0,serial=scratch0" in devices
-    assert "virtio-blk-pci-non-transitional,drive=disk1,serial=test0" in devices
+    assert "virtio-blk-pci-non-transitional,id=vdisk0,drive=disk0,serial=scratch0" in devices
+    assert "virtio-blk-pci-non-transitional,id=vdisk1,drive=disk1,serial=test0" in devices
     assert "vhost-user-fs-pci,queue-size=1024,chardev=vfs2,tag=src" in devices
     assert f"socket,id=vfs2,path={RUN.path}/virtiofsd-src.sock" in option(argv, "-chardev")
     assert option(argv, "-nic") == ["user,model=virtio-net-pci-non-transitional,hostfwd=tcp:127.0.0.1:40022-:22"]

@@ -84,7 +84,7 @@ def read_bootspec(toplevel: str | os.PathLike[str], *, check_files: bool = True)
         initrd=Path(_field(spec, "initrd", where)),
         kernel=_field(spec, "kernel", where),
         kernel_params=tuple(params),
-        label=spec.get("label") if isinstance(spec.get("label"), str) else "",  # type: ignore[arg-type]
+        label=label if isinstance(label := spec.get("label"), str) else "",
         toplevel=_field(spec, "toplevel", where),
     )
     if not init.startswith("/"):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guests.runtime import process
-from guests.runtime.qemu import GuestSpec, qemu_argv
+from guests.runtime.qemu import GuestSpec, RunDir, qemu_argv
 from guests.runtime.qmp import QMPClient, QMPConnectionError, QMPTimeout
 from guests.runtime.virtiofsd import VIRTIOFSD, Sandbox, Virtiofsd, VirtiofsdError
 
@@ -26,6 +26,10 @@ NIX_STORE = Path("/nix/store")
 
 class LaunchError(RuntimeError):
     """The guest did not start; nothing it started is left running."""
+
+
+class AdoptError(RuntimeError):
+    """A guest's QEMU runs but cannot be taken over (e.g. another owner holds its QMP)."""
 
 
 @dataclass(frozen=True)
@@ -125,3 +129,55 @@ def start_guest(
         run.qemu_pid.unlink(missing_ok=True)
         raise LaunchError(str(exc)) from None
     return RunningGuest(spec=spec, qemu=qemu, qmp=qmp, virtiofsds=started)
+
+
+@dataclass
+class AdoptedGuest:
+    """A guest started by an earlier owner (e.g. a host agent that was killed).
+
+    Not our children: no exit status, only whether they still run (pid and
+    start time from the pid files).
+    """
+
+    run_dir: RunDir
+    qemu: process.ProcessRecord
+    qmp: QMPClient
+    virtiofsds: dict[str, process.ProcessRecord] = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        return self.qemu.alive()
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM QEMU (SIGKILL after ``grace``) and its virtiofsd; remove their pid files and sockets."""
+        self.qmp.close()
+        process.terminate_record(self.qemu, grace)
+        self.run_dir.qemu_pid.unlink(missing_ok=True)
+        for tag, record in self.virtiofsds.items():
+            process.terminate_record(record, grace)
+            self.run_dir.virtiofsd_pid(tag).unlink(missing_ok=True)
+            self.run_dir.virtiofsd_socket(tag).unlink(missing_ok=True)
+
+
+def adopt_guest(run_dir: RunDir, *, timeout: float = 5.0) -> AdoptedGuest | None:
+    """Take over the guest whose files are in ``run_dir`` without restarting it.
+
+    None when its QEMU is no longer running (it ended while nobody
+    watched: the caller records that, from the serial log and stderr).
+    Raises AdoptError when QEMU runs but does not greet on QMP in time:
+    QEMU serves one QMP client at a time, so another owner still holds it.
+    """
+    record = process.read_pid_file(run_dir.qemu_pid)
+    if record is None or not record.alive():
+        return None
+    try:
+        qmp = QMPClient.connect(run_dir.qmp_socket, timeout=timeout, alive=record.alive)
+    except (QMPConnectionError, QMPTimeout) as exc:
+        if not record.alive():
+            return None
+        raise AdoptError(f"QEMU (pid {record.pid}) runs but its QMP socket does not answer: {exc}") from None
+    daemons = {}
+    for pid_file in sorted(run_dir.path.glob("virtiofsd-*.pid")):
+        daemon = process.read_pid_file(pid_file)
+        if daemon is not None and daemon.alive():
+            daemons[pid_file.name[len("virtiofsd-"):-len(".pid")]] = daemon
+    return AdoptedGuest(run_dir=run_dir, qemu=record, qmp=qmp, virtiofsds=daemons)

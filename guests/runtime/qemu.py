@@ -274,7 +274,7 @@ def qemu_argv(spec: GuestSpec) -> list[str]:
         argv += [
             "-blockdev", (f"driver={disk.format},node-name=disk{index},read-only={read_only},"
                           f"file.driver=file,file.filename={_opt(_check_path('disk', disk.path))}"),
-            "-device", f"virtio-blk-pci-non-transitional,drive=disk{index},serial={disk.serial}",
+            "-device", f"virtio-blk-pci-non-transitional,id=vdisk{index},drive=disk{index},serial={disk.serial}",
         ]
     nic = "user,model=virtio-net-pci-non-transitional"
     if spec.ssh_port is not None:
