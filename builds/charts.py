@@ -43,8 +43,8 @@ class Chart:
     x_ticks: list[tuple[float, str]] = field(default_factory=list)
     y_ticks: list[tuple[float, str]] = field(default_factory=list)
     dots: list[Dot] = field(default_factory=list)
-    median: tuple[float, str] | None = None  # (y, label)
-    p95: tuple[float, str] | None = None
+    median: tuple[float, str, float] | None = None  # (y, label, y of the label)
+    p95: tuple[float, str, float] | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -68,34 +68,50 @@ def percentile(values: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def nice_step(span: float, ticks: int = 5) -> float:
-    raw = span / max(ticks, 1)
-    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
-    for m in (1, 2, 5, 10):
-        if raw <= m * mag:
-            return m * mag
-    return 10 * mag
+# Steps a reader counts in: seconds, minutes, hours.
+DURATION_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
+TIME_STEPS = (  # (seconds, strftime format of the labels)
+    (60, "%H:%M"), (300, "%H:%M"), (900, "%H:%M"), (1800, "%H:%M"), (3600, "%H:%M"), (7200, "%H:%M"),
+    (3 * 3600, "%m-%d %H:%M"), (6 * 3600, "%m-%d %H:%M"), (12 * 3600, "%m-%d %H:%M"),
+    (86400, "%Y-%m-%d"), (2 * 86400, "%Y-%m-%d"), (7 * 86400, "%Y-%m-%d"), (14 * 86400, "%Y-%m-%d"),
+    (30 * 86400, "%Y-%m-%d"), (91 * 86400, "%Y-%m-%d"), (365 * 86400, "%Y-%m-%d"),
+)
 
 
-def _time_ticks(t0: datetime, t1: datetime, n: int = 5) -> list[tuple[datetime, str]]:
+def duration_step(top: float, ticks: int = 5) -> float:
+    raw = top / ticks
+    return next((s for s in DURATION_STEPS if s >= raw), math.ceil(raw / 3600) * 3600)
+
+
+def _time_ticks(t0: datetime, t1: datetime, n: int = 6) -> list[tuple[datetime, str]]:
+    """Ticks on round times (midnights, whole hours...) in t0's zone."""
     span = (t1 - t0).total_seconds()
-    fmt = "%Y-%m-%d" if span > 3 * 86400 else "%m-%d %H:%M" if span > 3600 else "%H:%M:%S"
-    return [(t, t.strftime(fmt)) for t in (t0 + (t1 - t0) * i / (n - 1) for i in range(n))]
+    step, fmt = next(((s, f) for s, f in TIME_STEPS if span / s <= n), TIME_STEPS[-1])
+    if step >= 86400:
+        first = t0.replace(hour=0, minute=0, second=0, microsecond=0)
+    else:
+        first = t0.replace(minute=0, second=0, microsecond=0)
+    ticks, t = [], first
+    while t <= t1:
+        if t >= t0:
+            ticks.append((t, t.strftime(fmt)))
+        t += timedelta(seconds=step)
+    return ticks
 
 
 def duration_chart(points: list[Point], *, width: int = 720, height: int = 300) -> Chart:
     if not points:
         raise ValueError("no points")
-    left, right, top = 64, width - 16, 14
-    bottom = height - 64
-    lane = height - 40
+    left, right, top = 70, width - 110, 14  # the right margin holds the median/p95 labels
+    bottom = height - 72  # time labels under the axis, then the cache-hit lane
+    lane = height - 24
     chart = Chart(width, height, left, top, right, bottom, lane)
     t0, t1 = min(p.t for p in points), max(p.t for p in points)
     if t1 - t0 < timedelta(minutes=1):
         t0, t1 = t0 - timedelta(minutes=30), t1 + timedelta(minutes=30)
     timed = [p for p in points if not p.cache_hit]
     top_s = max((p.seconds for p in timed), default=1.0) or 1.0
-    step = nice_step(top_s)
+    step = duration_step(top_s)
     y_max = math.ceil(top_s / step) * step
 
     def x(t: datetime) -> float:
@@ -115,7 +131,8 @@ def duration_chart(points: list[Point], *, width: int = 720, height: int = 300) 
     successes = [p.seconds for p in timed if p.ok]
     if successes:
         med, p95 = percentile(successes, 0.5), percentile(successes, 0.95)
-        chart.median = (y(med), fmt_seconds(med))
-        chart.p95 = (y(p95), fmt_seconds(p95))
+        # p95 sits above the median; keep its label clear of the median's.
+        chart.median = (y(med), fmt_seconds(med), y(med))
+        chart.p95 = (y(p95), fmt_seconds(p95), min(y(p95), y(med) - 13))
     chart.counts = {k: sum(1 for d in chart.dots if d.kind == k) for k in ("ok", "failed", "cached")}
     return chart

@@ -175,3 +175,17 @@ def test_every_page_fits_a_phone_and_passes_axe(page, server, lab, site, users):
     except AssertionError as exc:
         failures.append(str(exc))
     assert not failures, "\n\n".join(failures)
+
+
+def test_history_rows_follow_running_builds(page, server, lab, config, users):
+    running = Build.objects.create(lab=lab, revision=config.latest, attr="toplevel", status=Status.RUNNING,
+                                   started=timezone.now(), created_by=users["operator"])
+    log_in(page, server, users["viewer"])
+    page.goto(f"{server}/labs/{lab.slug}/builds/")
+    row = f"tr[data-build='{running.pk}']"
+    assert page.inner_text(f"{row} td.status") == "Running"
+    Build.objects.filter(pk=running.pk).update(status=Status.SUCCEEDED,
+                                               finished=running.started + timedelta(seconds=12))
+    page.wait_for_function(f"document.querySelector(\"{row} td.status\").textContent === 'Succeeded'",
+                           timeout=15000)
+    assert page.inner_text(f"{row} td.duration") == "12.0 s"

@@ -1,6 +1,7 @@
 """Build history: filters, pagination and a constant query count with
 10,000 builds; the duration trend; deleting a build."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -76,7 +77,9 @@ def test_trend_is_a_chart_with_axes_links_and_percentiles(client_for, users, lab
     assert chart.median[1] == "4.5 s" and chart.p95[1] == "1 min 26 s"
     assert "median 4.5 s" in html and 'class="dot-failed"' in html and 'class="dot-cached"' in html
     # Dates on the time axis, seconds on the duration axis, each point a link.
-    assert (now - timedelta(days=4)).strftime("%Y-%m-%d") in [label for _, label in chart.x_ticks]
+    labels = [label for _, label in chart.x_ticks]
+    assert (now - timedelta(days=3)).strftime("%Y-%m-%d") in labels  # ticks on midnights
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d", label) for label in labels)
     assert any(label.endswith(" s") or "min" in label for _, label in chart.y_ticks)
     assert f'href="/labs/{lab.slug}/builds/{failed.pk}/"' in html
     cached_dot = next(d for d in chart.dots if d.url.endswith(f"/{cached.pk}/"))
@@ -166,3 +169,17 @@ def test_build_states_feed_running_rows(client_for, users, lab, config):
     assert set(states) == {str(running.pk), str(done.pk)}, "another lab's builds are not shown"
     assert states[str(done.pk)]["terminal"] and states[str(done.pk)]["label"] == "Succeeded"
     assert client.get(f"/labs/{lab.slug}/builds/states/?ids=1,x").status_code == 400
+
+
+def test_chart_ticks_are_round_times_and_durations():
+    from datetime import datetime, timezone as tz
+
+    from builds import charts
+
+    t0 = datetime(2026, 3, 1, 10, 7, tzinfo=tz.utc)
+    points = [charts.Point(t=t0 + timedelta(minutes=20 * i), seconds=s, ok=True, cache_hit=False, url="/", label="#")
+              for i, s in enumerate((70, 95, 130))]
+    chart = charts.duration_chart(points)
+    assert [label for _, label in chart.x_ticks] == ["10:15", "10:30", "10:45"]
+    assert [label for _, label in chart.y_ticks] == ["0 s", "30 s", "1 min", "1 min 30 s", "2 min", "2 min 30 s"]
+    assert charts.percentile([1, 2, 3, 4], 0.5) == 2.5 and charts.percentile([5], 0.95) == 5
