@@ -131,6 +131,7 @@ class BuildRunner:
             lock = flake_dir / "flake.lock"
             if lock.exists():
                 fields["flake_lock"] = lock.read_text(errors="replace")
+                lock.chmod(0o600)  # nix sets its own umask (022); the data dir is private
             self.emit([f"kdevweb: {status} after {time.monotonic() - started:.1f} s"])
         except Exception:  # e.g. a full disk while writing the log
             status, fields = Status.FAILED, {"error": "kdevweb failed to record the build:\n" + traceback.format_exc()}
@@ -159,7 +160,7 @@ class BuildRunner:
         self.emit([f"kdevweb: building {self.build.revision} ({self.build.attr})", "$ " + " ".join(argv)])
         try:
             code, stdout = nixcmd.run_build(
-                argv, cwd=str(flake_dir), on_line=self.on_line, env=nixcmd.nix_env(),
+                argv, cwd=str(flake_dir), on_line=self.on_line, env=nixcmd.nix_env(remote=settings.NIX_REMOTE),
                 on_start=self._started, timeout=settings.BUILD_TIMEOUT,
             )
             return self.outcome(code, stdout)
@@ -172,7 +173,7 @@ class BuildRunner:
     def measure(self, out_path: str) -> None:
         """Closure size, after the result is out: review data, not the result."""
         try:
-            size = nixcmd.path_info_size(out_path)
+            size = nixcmd.path_info_size(out_path, env=nixcmd.nix_env(remote=settings.NIX_REMOTE))
         except nixcmd.NixError as exc:
             log.warning("closure size of build %s: %s", self.build.pk, exc)
             return

@@ -95,15 +95,19 @@ def build_argv(
     return argv
 
 
-def nix_env(base: dict[str, str] | None = None) -> dict[str, str]:
+def nix_env(base: dict[str, str] | None = None, *, remote: str | None = None) -> dict[str, str]:
     """Environment for nix subprocesses: ``base`` (default ``os.environ``)
-    with nix-command and flakes enabled.
+    with nix-command and flakes enabled, and ``NIX_REMOTE`` set to
+    ``remote`` when given (``"daemon"``: build through the nix-daemon, as
+    its build users in its sandbox, even when the caller is root).
 
     ``extra-experimental-features`` adds to whatever nix.conf or an existing
     NIX_CONFIG enables instead of replacing it; lines appended to NIX_CONFIG
     keep the caller's own settings.
     """
     env = dict(os.environ if base is None else base)
+    if remote:
+        env["NIX_REMOTE"] = remote
     config = env.get("NIX_CONFIG", "")
     line = f"extra-experimental-features = {REQUIRED_FEATURES}"
     if line not in config.splitlines():

@@ -170,6 +170,26 @@ WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 
 REDIS_URL = os.getenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Redis runs jobs (RQ) and carries build streams: `scripts/run` starts it
+# with a password that `scripts/setup` generated into the data dir (0600,
+# service user). Kept out of REDIS_URL so that no page or log that shows the
+# URL shows it; "PASSWORD" in the name hides it from error reports.
+REDIS_PASSWORD_FILE = Path(os.getenv("REDIS_PASSWORD_FILE", str(DATA_DIR / "redis-password")))
+REDIS_PASSWORD = os.getenv("REDIS_PASSWORD") or (
+    REDIS_PASSWORD_FILE.read_text().strip() if REDIS_PASSWORD_FILE.is_file() else None
+)
+
+
+def _rq_connection() -> dict:
+    from urllib.parse import urlparse
+
+    if not REDIS_PASSWORD:
+        return {"URL": REDIS_URL}
+    url = urlparse(REDIS_URL)  # django-rq ignores PASSWORD next to a URL
+    return {"HOST": url.hostname or "127.0.0.1", "PORT": url.port or 6379,
+            "DB": int(url.path.strip("/") or 0), "PASSWORD": REDIS_PASSWORD}
+
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -177,13 +197,13 @@ CHANNEL_LAYERS = {
             # redis-py 8 closes idle consumers after ~5 s unless socket_timeout
             # is None; channels-redis drops messages past capacity, which the
             # build stream compensates for with offsets and backfill.
-            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None, "password": REDIS_PASSWORD}],
             "capacity": envint("CHANNEL_CAPACITY", "1000"),
         },
     }
 }
 RQ_QUEUES = {
-    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": envint("RQ_DEFAULT_TIMEOUT", "600")},
+    "default": {**_rq_connection(), "DEFAULT_TIMEOUT": envint("RQ_DEFAULT_TIMEOUT", "600")},
 }
 # Nix builds of real guests take far longer than RQ's 180 s default.
 BUILD_TIMEOUT = envint("BUILD_TIMEOUT", str(6 * 3600))
@@ -194,9 +214,16 @@ BUILDS_DIR = Path(os.getenv("KDEVWEB_BUILDS_DIR", str(DATA_DIR / "builds")))
 # The machines kdevweb was built on have no network; set False where
 # cache.nixos.org and GitHub are reachable.
 NIX_OFFLINE = envbool("NIX_OFFLINE", "True")
+# Builds go through the root nix-daemon (build users, sandbox) rather than
+# a local store the worker would have to own: see "Security model" in the
+# README. Empty means nix's default store (single-user, needs root).
+NIX_REMOTE = os.getenv("NIX_REMOTE", "daemon")
 DEFAULT_NIXOS_FLAKE = os.getenv("DEFAULT_NIXOS_FLAKE", "github:linux-kdevops/nixos-flake")
 
-if not DEBUG:
+# HTTPS-only cookies, redirects and HSTS when the site is served over
+# HTTPS; `scripts/run` on http://127.0.0.1 runs with DEBUG=False too and
+# must keep working there.
+if not DEBUG and SITE_ROOT.startswith("https://"):
     SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "True")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
