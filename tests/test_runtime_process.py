@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -89,3 +90,22 @@ def test_qemu_survives_its_starters_group_kill_and_is_adopted(tmp_path: Path) ->
             starter.wait()
         if record is not None and record.alive():
             record.signal(signal.SIGKILL)
+
+
+def test_pidfd_signals_the_exit_of_a_process_that_is_not_ours(tmp_path: Path) -> None:
+    proc = process.spawn(["sleep", "30"], stderr_path=tmp_path / "err", pid_path=tmp_path / "p.pid")
+    record = process.read_pid_file(tmp_path / "p.pid")
+    assert record is not None
+    fd = process.open_pidfd(record)
+    assert fd is not None
+    try:
+        assert select.select([fd], [], [], 0.1)[0] == []
+        os.kill(proc.pid, signal.SIGKILL)
+        started = time.monotonic()
+        assert select.select([fd], [], [], 2)[0] == [fd]
+        assert time.monotonic() - started < 1
+    finally:
+        os.close(fd)
+        proc.wait()
+    assert process.open_pidfd(record) is None
+    assert process.open_pidfd(process.ProcessRecord(os.getpid(), 0)) is None  # pid reused

@@ -47,6 +47,24 @@ class ProcessRecord:
         return True
 
 
+def open_pidfd(record: ProcessRecord) -> int | None:
+    """A pidfd for ``record`` (readable once the process ends), or None if it is gone.
+
+    Works for processes that are not our children, i.e. adopted ones: an
+    owner waits on these with select/poll/asyncio and learns of an exit at
+    once instead of polling /proc. Checked after opening, so a pid reused
+    in between is not mistaken for the recorded process.
+    """
+    try:
+        fd = os.pidfd_open(record.pid)
+    except ProcessLookupError:
+        return None
+    if not record.alive():
+        os.close(fd)
+        return None
+    return fd
+
+
 def _stat(pid: int) -> tuple[str, int] | None:
     """(state, start time in clock ticks) of ``pid``, or None."""
     try:
