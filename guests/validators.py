@@ -144,10 +144,45 @@ def validate_flake_url(value: str, schemes: tuple[str, ...] = URL_SCHEMES) -> No
             f"“{value}” is not a flake URL kdevweb accepts: it must start with one of "
             f"{', '.join(schemes)} and contain no spaces, quotes, backslashes or ${{."
         )
+    validate_source_location(value)
 
 
 def validate_nixos_flake_url(value: str) -> None:
     validate_flake_url(value, NIXOS_FLAKE_SCHEMES)
+
+
+# Where an operator may point a source (issue 7). Local ones are fetched by
+# kdevweb's nix client and copied into the world-readable store, so they are
+# allowed only under directories an admin lists in settings.
+REMOTE_SOURCE_SCHEMES = ("github:", "gitlab:", "sourcehut:", "git+https://", "https://", "tarball+https://")
+LOCAL_SOURCE_SCHEMES = ("path:", "git+file:", "file:")
+
+
+def validate_source_location(value: str) -> None:
+    """Remote sources over HTTPS; local ones only below settings.ALLOWED_SOURCE_ROOTS,
+    compared after resolving symlinks and `..` (os.path.realpath)."""
+    import os
+
+    from django.conf import settings
+
+    if value.startswith(REMOTE_SOURCE_SCHEMES):
+        return
+    if not value.startswith(LOCAL_SOURCE_SCHEMES):
+        raise ValidationError(
+            f"“{value}” is not a source kdevweb may fetch: use one of {', '.join(REMOTE_SOURCE_SCHEMES)}, "
+            "or path:/git+file: under a directory an admin allows."
+        )
+    path = value.split(":", 1)[1].split("?", 1)[0].split("#", 1)[0]
+    if path.startswith("//"):
+        path = path[2:]  # path:///srv/x; file://host/x stays relative and is refused
+    roots = [os.path.realpath(r) for r in settings.ALLOWED_SOURCE_ROOTS]
+    # nix percent-decodes URL paths: refuse % rather than decode it twice differently.
+    real = os.path.realpath(path) if path.startswith("/") and "%" not in path else None
+    if real is None or not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
+        raise ValidationError(
+            f"“{value}” is outside the directories an admin allows for local sources "
+            f"(ALLOWED_SOURCE_ROOTS: {', '.join(roots) or 'none'})."
+        )
 
 
 def split_words(value: str) -> list[str]:

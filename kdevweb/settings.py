@@ -219,6 +219,12 @@ NIX_OFFLINE = envbool("NIX_OFFLINE", "True")
 # README. Empty means nix's default store (single-user, needs root).
 NIX_REMOTE = os.getenv("NIX_REMOTE", "daemon")
 DEFAULT_NIXOS_FLAKE = os.getenv("DEFAULT_NIXOS_FLAKE", "github:linux-kdevops/nixos-flake")
+# Directories whose contents operators may use as path:/git+file: sources
+# (comma-separated; symlinks and .. are resolved before comparing). Remote
+# sources (github:, git+https:, https:) are always allowed. Whatever is
+# listed here ends up readable in the store: list nothing secret.
+ALLOWED_SOURCE_ROOTS = envlist("KDEVWEB_ALLOWED_SOURCE_ROOTS",
+                               str(BASE_DIR / "examples" / "nixos-flake-standin"))
 
 # HTTPS-only cookies, redirects and HSTS when the site is served over
 # HTTPS; `scripts/run` on http://127.0.0.1 runs with DEBUG=False too and

@@ -116,6 +116,13 @@ def fast_passwords(settings):
 
 
 @pytest.fixture(autouse=True)
+def source_roots(settings, tmp_path):
+    # Local sources are allowed only under admin-listed roots (issue 7,
+    # tests/test_security.py); form tests point sources at these.
+    settings.ALLOWED_SOURCE_ROOTS = [*settings.ALLOWED_SOURCE_ROOTS, str(tmp_path), "/srv", "/a", "/b"]
+
+
+@pytest.fixture(autouse=True)
 def builds_dir(settings, tmp_path):
     settings.BUILDS_DIR = tmp_path / "builds"
     return settings.BUILDS_DIR

@@ -59,3 +59,78 @@ def test_member_add_does_not_reveal_which_users_exist(client_for, users, lab, dj
     assert unknown == member, "the answer must not depend on whether the user exists"
     # An existing non-member is added.
     assert client.post(url, {"username": "exists-elsewhere", "role": "viewer"}).status_code == 302
+
+
+# -- source inputs -------------------------------------------------------------
+
+
+@pytest.fixture
+def outside_secret():
+    import os
+    import uuid
+    from pathlib import Path
+
+    path = Path("/tmp") / f"kdevweb-root-only-{uuid.uuid4().hex[:8]}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"secret\n")
+    os.close(fd)
+    yield path
+    path.unlink()
+
+
+def _source_errors(client, lab, url: str, field: str = "sources-0-url") -> tuple[int, str]:
+    from guests.models import Configuration
+    from tests.test_configurations import post_data
+
+    extra = {"sources-0-package": "xfsprogs", "sources-0-url": url} if field == "sources-0-url" else {field: url}
+    before = Configuration.objects.count()
+    resp = client.post(f"/labs/{lab.slug}/configs/new/", post_data(**extra))
+    if resp.status_code != 302:
+        assert Configuration.objects.count() == before
+    return resp.status_code, resp.content.decode()
+
+
+def test_local_sources_outside_the_allowed_roots_are_refused(client_for, users, lab, outside_secret, tmp_path):
+    from tests.helpers import STANDIN
+
+    client = client_for(users["operator"])
+    link = tmp_path / "innocent"  # inside an allowed root, pointing out of it
+    link.symlink_to(outside_secret)
+    for url in (f"path:{outside_secret}", f"git+file:{outside_secret}", f"file://{outside_secret}",
+                f"path://{outside_secret}", f"path:{STANDIN}/../../../../..{outside_secret}", f"path:{link}",
+                "path:/root", "path:relative/dir", "path:/srv/%2e%2e/root", "git+ssh://git@example.org/x",
+                "http://example.org/x.tar.gz"):
+        status, page = _source_errors(client, lab, url)
+        assert status == 400, url
+        assert "outside the directories" in page or "not a source kdevweb may fetch" in page, url
+    status, page = _source_errors(client, lab, "path:/root/nixos-flake", field="nixos_flake_url")
+    assert status == 400 and "outside the directories" in page
+
+
+def test_remote_and_allowed_local_sources_are_accepted(client_for, users, lab, settings):
+    from tests.helpers import STANDIN
+
+    settings.ALLOWED_SOURCE_ROOTS = [str(STANDIN)]  # the shipped default
+    client = client_for(users["operator"])
+    for i, url in enumerate(("github:xfs/xfsprogs", "git+https://example.org/x.git", "https://example.org/x.tar.gz",
+                             f"path:{STANDIN}/modules", f"git+file:{STANDIN}")):
+        from tests.test_configurations import post_data
+
+        resp = client.post(f"/labs/{lab.slug}/configs/new/",
+                           post_data(name=f"ok-{i}", **{"sources-0-package": "xfsprogs", "sources-0-url": url}))
+        assert resp.status_code == 302, (url, resp.content.decode()[-2000:])
+
+
+def test_default_allows_only_the_standin_locally():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, STANDIN
+
+    env = {k: v for k, v in os.environ.items() if k != "KDEVWEB_ALLOWED_SOURCE_ROOTS"}
+    out = subprocess.run([sys.executable, "-c", "import json, kdevweb.settings as s; "
+                          "print(json.dumps(s.ALLOWED_SOURCE_ROOTS))"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [str(STANDIN)]
