@@ -93,6 +93,7 @@ def build_summary(build: Build) -> dict[str, Any]:
         "out_path": build.out_path,
         "closure_size": build.closure_size,
         "bootspec": bootspec.ordered(build.bootspec),
+        "flake_lock": build.flake_lock,
         "progress": build.progress,
         "phase": phase_label(build),
         "cache_hit": is_cache_hit(build),

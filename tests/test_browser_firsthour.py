@@ -74,6 +74,7 @@ def test_build_page_ends_in_place_keeping_the_scroll_position(page, server, user
     assert abs(top_after - top_before) <= 2, (top_before, top_after)
     # The final record arrived over the socket.
     assert "root=tmpfs" in page.inner_text("#bootspec")
+    assert page.is_visible("#flake-lock-section")
     assert page.title().startswith("Succeeded · Build #")
     assert page.inner_text("#phase") == "done"
     assert re.search(r"[1-9]\d* built", page.inner_text("#counts"))

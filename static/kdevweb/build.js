@@ -155,6 +155,7 @@
     keepLogInPlace(() => {
       if (b.error) { set("error", b.error); show("error-section", true); }
       if (b.bootspec) { bootspecRows(b.bootspec); show("bootspec-section", true); }
+      if (b.flake_lock) { set("flake-lock", b.flake_lock); show("flake-lock-section", true); }
       show("cancel-form", false);
       show("retry-form", true);
       show("delete-form", true);
