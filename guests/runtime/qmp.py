@@ -161,6 +161,9 @@ class QMPClient:
                 chunk = self._sock.recv(65536)
             except (BlockingIOError, socket.timeout):
                 raise QMPTimeout(f"no QMP {waiting_for} in time") from None
+            except ConnectionResetError:
+                # What an exiting QEMU's socket gives if unread data was left.
+                raise QMPConnectionError("QMP connection closed by QEMU (reset)") from None
             except OSError as exc:
                 raise QMPConnectionError(f"QMP connection failed: {exc}") from None
             if not chunk:
