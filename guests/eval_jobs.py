@@ -34,13 +34,18 @@ def eval_queue() -> Queue:
     return Queue(EVAL_QUEUE, connection=django_rq.get_connection("default"))
 
 
+def eval_timeout() -> float:
+    """Seconds nix eval may take (settings.EVAL_TIMEOUT, else the default)."""
+    return float(getattr(settings, "EVAL_TIMEOUT", DEFAULT_TIMEOUT))
+
+
 def revision_evaluate(revision_id: int) -> str:
     """RQ entry point: evaluate one revision and record the outcome."""
     close_old_connections()
     rev = Revision.objects.filter(pk=revision_id).only("files", "settings").first()
     if rev is None:
         return "skipped: revision deleted"
-    timeout = float(getattr(settings, "EVAL_TIMEOUT", DEFAULT_TIMEOUT))
+    timeout = eval_timeout()
     try:
         result = evaluate(rev.files, output=flake.output_name(rev.backend), offline=settings.NIX_OFFLINE,
                           timeout=timeout)
@@ -56,7 +61,7 @@ def revision_evaluate(revision_id: int) -> str:
 def evaluate_enqueue(revision_id: int) -> None:
     try:
         eval_queue().enqueue("guests.eval_jobs.revision_evaluate", revision_id,
-                             job_id=f"evaluate-{revision_id}", job_timeout=DEFAULT_TIMEOUT + 60,
+                             job_id=f"evaluate-{revision_id}", job_timeout=eval_timeout() + 60,
                              result_ttl=600, failure_ttl=86400)
     except Exception as exc:  # Redis down: the revision is saved; say why it has no verdict
         log.error("could not queue the evaluation of revision %s: %s", revision_id, exc)

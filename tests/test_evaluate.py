@@ -200,3 +200,23 @@ def test_each_save_is_evaluated_by_a_worker(client_for, users, lab, workers):
     assert "Does not evaluate" in page and "kdevweb-eval-probe" in page
     lab_page = client.get(f"/labs/{lab.slug}/").content.decode()
     assert "does not evaluate" in lab_page
+
+
+def test_the_job_records_the_verdict_and_a_queue_outage(config, monkeypatch):
+    from guests import eval_jobs
+
+    monkeypatch.setattr(eval_jobs, "close_old_connections", lambda: None)  # in-process: keep the test's connection
+    rev = config.latest
+    assert rev.eval_status == EvalStatus.PENDING  # until its job has run
+    assert eval_jobs.revision_evaluate(rev.pk) == EvalStatus.OK
+    rev.refresh_from_db()
+    assert rev.eval_status == EvalStatus.OK and rev.eval_drv_path.endswith(".drv") and not rev.eval_error
+    assert eval_jobs.revision_evaluate(10**9) == "skipped: revision deleted"
+
+    def down():
+        raise ConnectionError("connection refused")
+
+    monkeypatch.setattr(eval_jobs, "eval_queue", down)
+    eval_jobs.evaluate_enqueue(rev.pk)
+    rev.refresh_from_db()
+    assert rev.eval_status == EvalStatus.ERROR and "queue (Redis) is unreachable" in rev.eval_error
