@@ -30,9 +30,9 @@ def test_argv_for_debians_c_virtiofsd() -> None:
 def test_read_only_runs_under_a_private_read_only_bind_mount() -> None:
     argv = virtiofsd_argv(socket_path=Path("/run/g/v.sock"), source=Path("/nix/store"), read_only=True,
                           python="/usr/bin/python3")
-    assert argv[:8] == ["unshare", "--mount", "--propagation", "private", "--", "/usr/bin/python3", RO_EXEC,
-                        "/nix/store"]
-    assert argv[8] == "--" and argv[9] == VIRTIOFSD
+    assert argv[:10] == ["unshare", "--mount", "--propagation", "private", "--", "/usr/bin/python3", "-I", "-S",
+                         RO_EXEC, "/nix/store"]
+    assert argv[10] == "--" and argv[11] == VIRTIOFSD
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -53,8 +53,8 @@ def test_ro_exec_makes_the_directory_read_only_for_the_program_only(tmp_path: Pa
     shared = tmp_path / "shared"
     shared.mkdir()
     script = f"echo x > {shared}/new 2>/dev/null && echo wrote || echo refused"
-    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", sys.executable, RO_EXEC,
-                           str(shared), "--", "sh", "-c", script], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", sys.executable, "-I", "-S",
+                           RO_EXEC, str(shared), "--", "sh", "-c", script], capture_output=True, text=True, timeout=30)
     assert done.stdout.strip() == "refused", done.stderr
     (shared / "host-side").write_text("the host still writes")  # nothing leaked into our namespace
     assert str(shared) not in Path("/proc/self/mountinfo").read_text()

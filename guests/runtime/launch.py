@@ -105,7 +105,9 @@ def start_guest(
                                stderr_path=run.virtiofsd_stderr(tag), pid_path=run.virtiofsd_pid(tag),
                                binary=virtiofsd, sandbox=sandbox)
             started.append(daemon)
-            daemon.start(timeout)
+            daemon.spawn()
+        for daemon in started:  # side by side: the slowest sets the delay, not the sum
+            daemon.wait_ready(timeout)
         run.qmp_socket.unlink(missing_ok=True)
         try:
             qemu = process.spawn(argv, stderr_path=run.qemu_stderr, pid_path=run.qemu_pid)
