@@ -15,6 +15,11 @@ def build_get(*, lab: Lab, build_id: int) -> Build:
     return get_object_or_404(qs, lab=lab, pk=build_id)
 
 
+def builds_by_id(*, lab: Lab, ids: list[int]) -> dict[int, Build]:
+    qs = Build.objects.filter(lab=lab).select_related("revision__configuration", "created_by")
+    return qs.in_bulk(ids)
+
+
 def build_list(*, lab: Lab, configuration: Configuration | None = None, status: str = "", who: str = "",
                since: date | None = None, until: date | None = None) -> QuerySet[Build]:
     """A lab's builds, newest first. ``who`` matches part of the username,

@@ -185,7 +185,12 @@ def build_compare(request, lab):
         return _history(request, lab, status=400, compare_error="a and b must be build numbers.")
     if a_id == b_id:
         return _history(request, lab, status=400, compare_error="Pick two different builds to compare.")
-    a, b = selectors.build_get(lab=lab, build_id=a_id), selectors.build_get(lab=lab, build_id=b_id)
+    found = selectors.builds_by_id(lab=lab, ids=[a_id, b_id])
+    missing = [f"#{i}" for i in (a_id, b_id) if i not in found]
+    if missing:
+        return _history(request, lab, status=400,
+                        compare_error=f"No build {' or '.join(missing)} in {lab}: pick two from the list.")
+    a, b = found[a_id], found[b_id]
     lines = flake.diff_files(a.revision.files, b.revision.files, a_label=f"#{a.pk}", b_label=f"#{b.pk}")
     closures, closure_error = "", ""
     if a.out_path and b.out_path:
