@@ -200,7 +200,8 @@ def build_compare(request, lab):
             closure_error = str(exc)
     else:
         closure_error = "Both builds need an output to compare closures."
-    ctx = {"lab": lab, "a": a, "b": b, "lines": lines, "closures": closures, "closure_error": closure_error}
+    ctx = {"lab": lab, "a": a, "b": b, "a_b": [a, b], "lines": lines, "closures": closures,
+           "closure_error": closure_error}
     return render(request, "builds/compare.html", ctx)
 
 
