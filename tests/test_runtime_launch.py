@@ -17,8 +17,8 @@ import pytest
 
 from guests.runtime.disks import DiskError, create_argv, create_disk, disk_info
 from guests.runtime.kernel import debian_kernels
-from guests.runtime.launch import AdoptError, adopt_guest
-from guests.runtime.qemu import RunDir
+from guests.runtime.launch import AdoptError, LaunchError, adopt_guest, start_guest
+from guests.runtime.qemu import GuestSpec, RunDir
 from guests.runtime.qmp import QMPClient
 from guests.runtime.virtiofsd import VIRTIOFSD
 
@@ -104,6 +104,13 @@ def test_agent_killed_guest_keeps_running_and_is_adopted(orphaned_guest) -> None
     assert guest.qmp.execute("query-status")["status"] == "prelaunch"
     serial = guest.qmp.execute("qom-get", {"path": "/machine/peripheral/vdisk0", "property": "serial"})
     assert serial == "scratch0"
+    # A second start into the same run dir is refused and disturbs nothing.
+    spec = GuestSpec(kernel=KERNELS[-1].image, initrd=Path(f"/boot/initrd.img-{KERNELS[-1].version}"),
+                     init="/nix/store/x/init", run_dir=run, memory_mib=256, paused=True)
+    with pytest.raises(LaunchError, match=f"already running \\(pid {pids['qemu']}\\)"):
+        start_guest(spec, modules_root=run.path.parent / "modules", store=run.path.parent / "store")
+    assert run.virtiofsd_socket("store").is_socket() and guest.qemu.alive()
+    assert guest.qmp.execute("query-status")["status"] == "prelaunch"
     # QEMU serves one QMP client: a second owner is refused, clearly.
     with pytest.raises(AdoptError, match="does not answer"):
         adopt_guest(run, timeout=1)

@@ -94,6 +94,13 @@ def start_guest(
         raise LaunchError(f"share directories given for {sorted(shares)}, "
                           f"the guest has {sorted(s.tag for s in spec.shares)}")
     run = spec.run_dir
+    # Two starts of one guest (double click, two people, a retried job)
+    # must not both get a QEMU: the second would also replace the first's
+    # sockets. The caller's database lock is the main guard; this one
+    # holds even when the database is wrong about the process.
+    running = process.read_pid_file(run.qemu_pid)
+    if running is not None and running.alive():
+        raise LaunchError(f"this guest's QEMU is already running (pid {running.pid})")
     run.path.mkdir(mode=0o700, parents=True, exist_ok=True)
     wanted = [("store", store, True, run.virtiofsd_socket("store")),
               ("modules", modules_root, True, run.virtiofsd_socket("modules"))]
