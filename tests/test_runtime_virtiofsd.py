@@ -14,6 +14,7 @@ import pytest
 from guests.runtime import process
 from guests.runtime.launch import LaunchError, ShareSource, start_guest
 from guests.runtime.qemu import GuestSpec, RunDir, Share, SpecError
+from guests.runtime.shares import ShareError, resolve_share
 from guests.runtime.virtiofsd import RO_EXEC, VIRTIOFSD, Virtiofsd, VirtiofsdError, virtiofsd_argv
 
 HAVE_VIRTIOFSD = os.access(VIRTIOFSD, os.X_OK)
@@ -128,3 +129,33 @@ def test_start_refuses_mismatched_shares_and_bad_specs_before_starting(tmp_path:
     with pytest.raises(SpecError, match="control characters"):
         start_guest(_spec(tmp_path, extra_cmdline="a\nb"), modules_root=tmp_path)
     assert not (tmp_path / "run").exists()
+
+
+def test_share_paths_stay_under_the_hosts_roots(tmp_path: Path) -> None:
+    root = tmp_path / "shares"
+    (root / "alice" / "linux").mkdir(parents=True)
+    (tmp_path / "shares-other").mkdir()
+    (tmp_path / "secret").mkdir()
+    (root / "escape").symlink_to(tmp_path / "secret")
+    (root / "file").write_text("x")
+    (root / "a,b").mkdir()
+    roots = [root]
+    assert resolve_share(str(root / "alice" / "linux"), roots) == root / "alice" / "linux"
+    assert resolve_share(str(root), roots) == root
+    assert resolve_share(f"{root}/alice/../alice/linux/", roots) == root / "alice" / "linux"
+    for bad, message in [
+        (str(tmp_path / "shares-other"), "not under an allowed share root"),
+        (f"{root}/../secret", "not under an allowed share root"),
+        (str(root / "escape"), "not under an allowed share root"),
+        ("/", "not under an allowed share root"),
+        ("alice/linux", "absolute"),
+        ("", "non-empty"),
+        (f"{root}/alice\n", "control characters"),
+        (str(root / "file"), "not an existing directory"),
+        (str(root / "missing"), "not an existing directory"),
+        (str(root / "a,b"), "comma"),
+    ]:
+        with pytest.raises(ShareError, match=message):
+            resolve_share(bad, roots)
+    with pytest.raises(ShareError, match="allows no share"):
+        resolve_share(str(root), [])

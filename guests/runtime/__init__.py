@@ -17,6 +17,7 @@ building a command line is kept apart from owning the process that runs it.
 * :mod:`.state` is the lifecycle state machine (pure).
 * :mod:`.accel` finds out whether KVM really works here, else TCG.
 * :mod:`.disks` creates and inspects per-guest qcow2 disks.
+* :mod:`.shares` keeps a user's share directory under the host's roots.
 
 Nothing here imports Django; callers pass plain values in and get plain
 values (or a clear exception) back.
