@@ -262,6 +262,7 @@ def test_schema_1_revisions_keep_their_files_and_resave_the_new_way(client_for, 
     Revision.objects.filter(pk=rev.pk).update(files={**rev.files, "default.nix": "# the old default.nix\n"})
     client = client_for(users["operator"])
     base = f"/labs/{lab.slug}/configs/{config.pk}/"
+    assert "Rendered by kdevweb's first renderer" in client.get(base).content.decode().replace("&#x27;", "'")
     form = client.get(base + "edit/").content.decode()
     # Untouched booleans of the old form (false) are upstream's defaults again.
     assert re.search(r'<input type="checkbox" name="mon_sysstat"[^>]* checked>', form)
@@ -271,6 +272,7 @@ def test_schema_1_revisions_keep_their_files_and_resave_the_new_way(client_for, 
     resp = client.post(base + "edit/", data)
     assert resp.status_code == 302, resp.content.decode()[-2000:]
     assert Revision.objects.get(pk=rev.pk).files["default.nix"] == "# the old default.nix\n"
+    assert "first renderer" not in client.get(base).content.decode()
     new = json.loads(config.latest.files["kdevweb.json"])
     assert new["schema"] == 2 and new["stateVersion"] is None
     assert new["monitoring"] == {"enable": True, "blkalgn": {"ops": "Write"}}
