@@ -9,6 +9,7 @@ the build ends, whatever is left in the file is sent before the final status.
 """
 
 import asyncio
+import json
 import time
 
 from autobahn.exception import Disconnected
@@ -21,8 +22,14 @@ from . import logstore
 from .models import Build, Status
 from .presenters import build_summary
 from .stream import group_name
+from .termsafe import terminal_safe
 
 SEND_CHUNK = 1000
+# Access is re-checked this often while connected: a member removed from the
+# lab loses the stream within it (close code 4403).
+ACCESS_RECHECK = 0.5
+CLOSE_FORBIDDEN = 4403
+CLOSE_BAD_FRAME = 4400
 
 
 @database_sync_to_async
@@ -59,12 +66,34 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         await self.build_status({})
         self.poller = asyncio.create_task(self._poll()) if not self.terminal else None
+        self.watcher = asyncio.create_task(self._watch_access())
 
     async def disconnect(self, code):
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
-        if getattr(self, "poller", None):
-            self.poller.cancel()
+        for task in (getattr(self, "poller", None), getattr(self, "watcher", None)):
+            if task is not None:
+                task.cancel()
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        # The protocol has no client messages; a frame that is not JSON
+        # comes from a broken or hostile client: close, no traceback.
+        try:
+            json.loads(text_data if text_data is not None else bytes_data)
+        except (TypeError, ValueError):
+            await self.close(code=CLOSE_BAD_FRAME)
+
+    async def _watch_access(self):
+        """Close the socket once the user may no longer see the build
+        (removed from the lab, or the build deleted)."""
+        try:
+            while True:
+                await asyncio.sleep(ACCESS_RECHECK)
+                if await _allowed_build(self.scope["user"], self.build_id) is None:
+                    await self.close(code=CLOSE_FORBIDDEN)
+                    return
+        except asyncio.CancelledError:
+            pass
 
     async def send_json(self, *args, **kwargs):
         # The viewer may leave between a status arriving and our reply (a
@@ -77,7 +106,10 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
 
     async def _send_lines(self, start: int, lines: list[str], t: float | None = None) -> None:
         for i in range(0, len(lines), SEND_CHUNK):
-            message = {"type": "lines", "start": start + i, "lines": lines[i : i + SEND_CHUNK]}
+            # Colours only: cursor, erase and OSC sequences from a builder
+            # must not rewrite the page's terminal (builds/termsafe.py).
+            chunk = [terminal_safe(line) for line in lines[i : i + SEND_CHUNK]]
+            message = {"type": "lines", "start": start + i, "lines": chunk}
             if t is not None:
                 message["t"] = t  # live lines only: when the worker read them
             await self.send_json(message)

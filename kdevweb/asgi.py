@@ -1,7 +1,8 @@
 """ASGI entry point: HTTP through Django, websockets through Channels.
 
-Websockets are checked against ALLOWED_HOSTS (Origin) and authenticated by
-the session before any consumer sees them.
+Websockets are checked for their Origin (scheme, host and port: see
+kdevweb/wsorigin.py) and authenticated by the session before any consumer
+sees them.
 """
 
 import os
@@ -13,13 +14,13 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs apps loaded)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from builds.routing import websocket_urlpatterns  # noqa: E402
+from kdevweb.wsorigin import SameOriginValidator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

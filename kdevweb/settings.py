@@ -49,6 +49,9 @@ SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 SITE_ROOT = os.getenv("SITE_ROOT", "http://localhost:8000")
 CSRF_TRUSTED_ORIGINS = [SITE_ROOT]
+# Websocket Origins accepted besides SITE_ROOT and the socket's own origin
+# (scheme, host and port compared: kdevweb/wsorigin.py).
+WEBSOCKET_ALLOWED_ORIGINS = envlist("WEBSOCKET_ALLOWED_ORIGINS", "")
 
 INSTALLED_APPS = [
     "daphne",
