@@ -107,7 +107,7 @@ def test_commas_in_paths_cannot_add_options() -> None:
     sneaky = Path("/home/dev/disk.qcow2,file.locking=off")
     argv = qemu_argv(spec(disks=(Disk(sneaky, serial="d0"),), run_dir=RunDir(Path("/tmp/a,b"))))
     assert "file.filename=/home/dev/disk.qcow2,,file.locking=off" in option(argv, "-blockdev")[0]
-    assert f"path=/tmp/a,,b/qmp.sock,server=on" in option(argv, "-chardev")[0]
+    assert "path=/tmp/a,,b/qmp.sock,server=on" in option(argv, "-chardev")[0]
 
 
 def test_boot_params_and_extra_cmdline_order() -> None:

@@ -92,7 +92,9 @@ def read_bootspec(toplevel: str | os.PathLike[str], *, check_files: bool = True)
     if check_files:
         for what, file in (("initrd", boot.initrd), ("init", Path(init))):
             if not file.exists():
-                raise BootSpecError(f"the build's {what} {file} is gone (garbage-collected?); rebuild the configuration")
+                raise BootSpecError(
+                    f"the build's {what} {file} is gone (garbage-collected?); rebuild the configuration"
+                )
             if not os.access(file, os.R_OK):
                 raise BootSpecError(f"the build's {what} {file} is not readable")
     return boot

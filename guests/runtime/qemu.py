@@ -163,6 +163,8 @@ class GuestSpec:
     # A guest reboot ends QEMU (status 0, QMP SHUTDOWN reason guest-reset).
     no_reboot: bool = False
     qemu: str = QEMU
+    # Appended unchecked: for the host's own configuration and tests, never
+    # for anything a user typed (that goes through extra_cmdline).
     extra_args: tuple[str, ...] = field(default=(), repr=False)
 
 
