@@ -244,6 +244,9 @@ if not DEBUG and SITE_ROOT.startswith("https://"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # A refused request (403, 404, 400) is logged in one line, no traceback.
+    "filters": {"client_errors": {"()": "kdevweb.logfilters.NoTracebackForClientErrors"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django.request": {"filters": ["client_errors"]}},
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
 }

@@ -134,3 +134,42 @@ def test_default_allows_only_the_standin_locally():
                           "print(json.dumps(s.ALLOWED_SOURCE_ROOTS))"], cwd=ROOT, env=env,
                          capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == [str(STANDIN)]
+
+
+# -- production defaults: error pages -------------------------------------------------
+
+
+def test_foreign_host_gets_a_clean_400(client, settings):
+    settings.DEBUG = False
+    resp = client.get("/", HTTP_HOST="evil.example")
+    assert resp.status_code == 400
+    page = resp.content.decode()
+    assert "Bad request" in page and 'class="brand"' in page  # the normal layout
+    for leak in ("Traceback", "DisallowedHost", "ALLOWED_HOSTS", "evil.example", str(settings.BASE_DIR)):
+        assert leak not in page, leak
+
+
+def test_403_says_why_in_the_layout_and_logs_no_traceback(client_for, users, lab, caplog):
+    with caplog.at_level("WARNING", logger="django.request"):
+        resp = client_for(users["viewer"]).get(f"/labs/{lab.slug}/configs/new/")
+    assert resp.status_code == 403
+    page = resp.content.decode()
+    assert "Not allowed" in page and "This needs the operator role in Storage lab." in page
+    assert 'class="brand"' in page and "Traceback" not in page
+    records = [r for r in caplog.records if r.name == "django.request"]
+    assert records and all(r.exc_info is None and not r.exc_text for r in records)
+
+
+def test_404_lists_no_urls(client_for, users, settings):
+    settings.DEBUG = False
+    resp = client_for(users["viewer"]).get("/no/such/page/")
+    assert resp.status_code == 404
+    page = resp.content.decode()
+    assert "Not found" in page and "labs/&lt;slug" not in page and "URLconf" not in page
+
+
+def test_500_page_shows_no_internals(rf):
+    from django.template.loader import render_to_string
+
+    page = render_to_string("500.html")
+    assert "Something went wrong" in page and "Traceback" not in page
