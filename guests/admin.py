@@ -13,6 +13,11 @@ class LabAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "created"]
     inlines = [MembershipInline]
 
+    # Deleting a lab would cascade through its builds (running ones too)
+    # behind the app's back; the app has no lab deletion.
+    def has_delete_permission(self, request, obj=None):
+        return False
+
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
@@ -24,6 +29,13 @@ class MembershipAdmin(admin.ModelAdmin):
 class ConfigurationAdmin(admin.ModelAdmin):
     list_display = ["name", "lab", "created_by", "created"]
     list_filter = ["lab"]
+
+    # Its builds stay in its lab: moving it would split its history.
+    def get_readonly_fields(self, request, obj=None):
+        return ["lab", "cloned_from"] if obj is not None else []
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # revisions and builds are history; the app deletes none
 
 
 @admin.register(Revision)

@@ -51,3 +51,11 @@ def test_only_finished_builds_are_deleted_with_their_workdir(staff, lab, config)
     staff.post("/admin/builds/build/", {"action": "delete_finished", "_selected_action": [running.pk, done.pk]})
     assert list(Build.objects.values_list("pk", flat=True)) == [running.pk]
     assert not done.workdir.exists()
+
+
+def test_labs_and_configurations_cannot_be_deleted_or_moved(staff, lab, config):
+    assert staff.post(f"/admin/guests/lab/{lab.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert staff.post(f"/admin/guests/configuration/{config.pk}/delete/", {"post": "yes"}).status_code == 403
+    staff.post(f"/admin/guests/configuration/{config.pk}/change/", {"name": config.name, "lab": lab.other.pk})
+    config.refresh_from_db()
+    assert config.lab_id == lab.pk
