@@ -109,7 +109,7 @@
       const td = document.createElement("td");
       const code = document.createElement("code");
       code.textContent = Array.isArray(value) ? value.join(" ")
-        : (value !== null && typeof value === "object") ? JSON.stringify(value) : String(value ?? "None");
+        : (value !== null && typeof value === "object") ? JSON.stringify(value) : String(value ?? "none");
       td.appendChild(code);
       tr.append(th, td);
       return tr;
