@@ -15,6 +15,7 @@ building a command line is kept apart from owning the process that runs it.
   on failure) and adopts one an earlier owner started.
 * :mod:`.qmp` is a small synchronous QMP client with an event queue.
 * :mod:`.state` is the lifecycle state machine (pure).
+* :mod:`.watch` turns QMP events and QEMU's exit (pidfd) into its events.
 * :mod:`.accel` finds out whether KVM really works here, else TCG.
 * :mod:`.disks` creates and inspects per-guest qcow2 disks.
 * :mod:`.shares` keeps a user's share directory under the host's roots.

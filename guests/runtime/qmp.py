@@ -79,6 +79,10 @@ class QMPClient:
             sock.close()
             raise
 
+    def fileno(self) -> int:
+        """The socket, for select/poll; call :meth:`get_events` when it is readable."""
+        return self._sock.fileno()
+
     def close(self) -> None:
         self._sock.close()
 
