@@ -202,10 +202,8 @@ class ConfigurationForm(forms.Form):
         return groups or None
 
     def clean_authorized_keys(self) -> list[str]:
-        # Comment lines are allowed (as in authorized_keys) and dropped.
-        keys = [k for k in v.split_lines(self.cleaned_data["authorized_keys"]) if not k.startswith("#")]
-        v.validate_authorized_keys(keys)
-        return keys
+        # Blank and comment lines are allowed (as in authorized_keys) and dropped.
+        return v.authorized_keys(self.cleaned_data["authorized_keys"])
 
     def clean_extra_packages(self) -> list[list[str]]:
         paths = v.split_words(self.cleaned_data["extra_packages"])

@@ -262,12 +262,19 @@ def ssh_key_problem(line: str) -> str:
     return ""
 
 
-def validate_authorized_keys(lines: list[str]) -> None:
-    problems = []
-    for number, line in enumerate(lines, 1):
+def authorized_keys(text: str) -> list[str]:
+    """The keys of an authorized_keys text; a bad line is an error naming
+    its line number (as typed: blank and comment lines count)."""
+    keys, problems = [], []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        keys.append(line)
         problem = ssh_key_problem(line)
         if problem:
             shown = line if len(line) <= 40 else line[:37] + "…"
             problems.append(f"Line {number} (“{shown}”) {problem}.")
     if problems:
         raise ValidationError(problems)
+    return keys

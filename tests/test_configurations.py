@@ -97,7 +97,7 @@ BAD_INPUTS = [
     ({"extra_groups": "wheel B@d"}, "not a valid user or group"),
     ({"authorized_keys": "ok\x00key"}, "Null characters are not allowed"),
     ({"authorized_keys": "ssh-rsa notakey me@laptop"}, "Line 1 (“ssh-rsa notakey me@laptop”) has a key that is not valid base64"),
-    ({"authorized_keys": "# mine\nhello world"}, "Line 1 (“hello world”) does not start with a known key type"),
+    ({"authorized_keys": "# mine\n\nhello world"}, "Line 3 (“hello world”) does not start with a known key type"),
     ({"authorized_keys": "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl x"},
      "says ssh-rsa but its key data is a ssh-ed25519"),
     ({"profiles": ["gaming"]}, "Select a valid choice"),
