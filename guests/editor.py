@@ -26,6 +26,11 @@ from .models import Role
 class _UniqueFormSet(forms.BaseFormSet):
     unique_field = ""
 
+    def _construct_form(self, i, **kwargs):
+        # A row emptied on the edit page is a removed row, not a half-filled one.
+        kwargs["empty_permitted"] = True
+        return super()._construct_form(i, **kwargs)
+
     def clean(self) -> None:
         seen = set()
         for form in self.forms:

@@ -327,3 +327,19 @@ def test_any_value_in_any_field_is_saved_or_refused_never_a_500(client_for, user
     resp = create(client_for(users["operator"]), lab, **values)
     assert resp.status_code in (302, 400)
     assert Revision.objects.count() == before + (resp.status_code == 302)
+
+
+def test_edit_keeps_rows_and_an_emptied_row_is_removed(client_for, users, lab):
+    client = client_for(users["operator"])
+    rows = {"shares-TOTAL_FORMS": "2", "shares-INITIAL_FORMS": "2", "shares-0-mount_point": "/mnt/a",
+            "shares-0-tag": "a", "shares-1-mount_point": "/mnt/b", "shares-1-tag": "b"}
+    assert create(client, lab, **rows).status_code == 302
+    config = Configuration.objects.get(name="ext4-guest")
+    edit = f"/labs/{lab.slug}/configs/{config.pk}/edit/"
+    page = client.get(edit).content.decode()
+    assert 'value="/mnt/a"' in page and 'value="/mnt/b"' in page
+    resp = client.post(edit, post_data(**{**rows, "shares-1-mount_point": "", "shares-1-tag": ""}))
+    assert resp.status_code == 302
+    assert config.latest.settings["shares"] == {"/mnt/a": {"tag": "a"}}
+    resp = client.post(edit, post_data(**{**rows, "shares-0-DELETE": "on", "host_name": "x"}))
+    assert resp.status_code == 302 and config.latest.settings["shares"] == {"/mnt/b": {"tag": "b"}}
