@@ -238,4 +238,5 @@ def config_clone(request, lab, config_id):
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("config", lab_slug=lab.slug, config_id=config.pk)
+    messages.success(request, f"Cloned {rev} as {clone.name}; it is being evaluated.")
     return redirect("config", lab_slug=lab.slug, config_id=clone.pk)

@@ -204,6 +204,7 @@ def test_clone(client_for, users, lab, config):
     client = client_for(users["operator"])
     resp = client.post(f"/labs/{lab.slug}/configs/{config.pk}/clone/", {"name": "xfs-guest-2"})
     clone = Configuration.objects.get(name="xfs-guest-2")
+    assert "Cloned xfs-guest r1 as xfs-guest-2" in client.get(resp.url).content.decode()
     assert resp.status_code == 302 and clone.cloned_from == config.latest
     assert clone.latest.settings == config.latest.settings
     # A clash is a message, not a 500, and creates nothing.
