@@ -2,8 +2,10 @@
 #
 # Same module names as upstream (nixosModules.backends.*, user, default,
 # profiles.*, mounts.*, testSuites.*) and overlays.default, evaluated by the
-# stand-in nixpkgs in ./nixpkgs (no network inputs). Builds need the host's
-# nix to run with `sandbox = false`. See README.md.
+# stand-in nixpkgs in ./nixpkgs (no network inputs), whose module system is
+# strict like nixpkgs' (undeclared options and wrong types are errors).
+# Builds run in the nix sandbox when it exposes the host tool directories
+# (see README.md, "Requirements").
 {
   description = "kdevweb offline stand-in for linux-kdevops/nixos-flake";
 
@@ -16,11 +18,13 @@
 
       # Every module records its own name in config.standin.importedModules
       # and is deduplicated by its key (importing `default` and `user`
-      # together imports `user` once).
+      # together imports `user` once). Options are declared by the modules
+      # that own them, as upstream: nixos-flake.shares exists only when
+      # mounts.shares is imported, and so on.
       named = name: module: {
         key = "nixos-flake-standin#${name}";
         _file = "nixos-flake-standin#${name}";
-        imports = [ ./modules/options.nix module ];
+        imports = [ module ];
         config.standin.importedModules = [ name ];
       };
     in

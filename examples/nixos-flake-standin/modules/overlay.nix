@@ -1,5 +1,7 @@
-# overlays.default: the test suites nixos-flake packages itself
+# overlays.default: the test suites and tools nixos-flake packages itself
 # (placeholder derivations in the stand-in, like every stand-in package).
+# Upstream's overlay also adds cpupower (its source: input `kernel-src`),
+# damo, libbpf-tools, nfstest, pynfs and xnvme.
 final: prev:
 let
   mk = pname: version: final.stdenv.mkDerivation { inherit pname version; };
@@ -13,4 +15,9 @@ in
   pynfs = mk "pynfs" "0.7-unstable-2025-01-15";
   kselftests = mk "kselftests" "6.12";
   sysbench = mk "sysbench" "1.0.20";
+  cpupower = mk "cpupower" "6.12";
+  damo = mk "damo" "2.7.6";
+  libbpf-tools = mk "libbpf-tools" "0.33.0";
+  nfstest = mk "nfstest" "3.2";
+  xnvme = mk "xnvme" "0.7.5";
 }

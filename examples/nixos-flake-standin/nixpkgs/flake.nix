@@ -1,6 +1,6 @@
 # Offline stand-in for nixpkgs, used by kdevweb's nixos-flake stand-in
 # (../flake.nix). It is NOT nixpkgs: `lib` is a small faithful subset,
-# `lib.nixosSystem` is a small module evaluator, the package set is a few
+# `lib.nixosSystem` is a small strict module evaluator (typed options), the package set is a few
 # dozen placeholder derivations, and nixos/lib/make-disk-image.nix makes an
 # empty (unbootable) image. See ../README.md.
 {
@@ -9,7 +9,6 @@
   outputs = { self }:
     let
       baseLib = import ./lib.nix;
-      moduleSystem = import ./modules.nix { lib = baseLib; };
 
       nixosSystem = { system ? "x86_64-linux", modules, specialArgs ? { }, ... }:
         let
@@ -17,7 +16,7 @@
             inherit lib system;
             overlays = eval.config.nixpkgs.overlays;
           };
-          eval = moduleSystem.evalModules {
+          eval = baseLib.evalModules {
             modules = [ ./nixos/modules/base.nix { nixpkgs.hostPlatform = system; } ] ++ modules;
             specialArgs = { inherit pkgs; modulesPath = ./nixos/modules; } // specialArgs;
           };
@@ -30,10 +29,7 @@
           type = "configuration";
         };
 
-      lib = baseLib // {
-        inherit nixosSystem;
-        inherit (moduleSystem) evalModules;
-      };
+      lib = baseLib // { inherit nixosSystem; };
     in
     {
       inherit lib;

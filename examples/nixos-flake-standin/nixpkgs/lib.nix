@@ -1,6 +1,6 @@
 # A small subset of nixpkgs' `lib`, with the same semantics as the real one
 # for every function provided (names, argument order, results, and the error
-# texts where tests look at them). Anything not listed here is simply missing:
+# texts: the module system's messages are nixpkgs' wording). Anything not listed here is simply missing:
 # using it fails evaluation, which is the honest outcome for a stand-in.
 let
   b = builtins;
@@ -163,25 +163,13 @@ let
     literalMD = text: { _type = "literalMD"; inherit text; };
     mdDoc = x: x;
 
-    # Types are descriptive only: the stand-in evaluator does not type-check.
-    types =
-      let t = name: { _type = "option-type"; inherit name; };
-          t1 = name: elemType: t name // { inherit elemType; };
-      in {
-        anything = t "anything"; attrs = t "attrs"; bool = t "bool"; float = t "float";
-        int = t "int"; lines = t "lines"; package = t "package"; path = t "path";
-        port = t "port"; raw = t "raw"; str = t "str"; nonEmptyStr = t "nonEmptyStr";
-        unspecified = t "unspecified"; commas = t "commas";
-        ints = { positive = t "positiveInt"; unsigned = t "unsignedInt"; between = _: _: t "intBetween"; };
-        listOf = t1 "listOf"; attrsOf = t1 "attrsOf"; nullOr = t1 "nullOr";
-        uniq = t1 "uniq"; functionTo = t1 "functionTo"; lazyAttrsOf = t1 "lazyAttrsOf";
-        enum = values: t "enum" // { inherit values; };
-        either = a: c: t "either";
-        oneOf = _: t "oneOf";
-        strMatching = _: t "strMatching";
-        separatedString = _: t "separatedString";
-        submodule = m: t "submodule" // { module = m; };
-      };
+    # Option types (checked and merged, see ./types.nix) and the module
+    # evaluator (./modules.nix); both read `lib` lazily.
+    inherit (import ./types.nix { inherit lib; })
+      types mkOptionType mergeEqualOption mergeOneOption mergeDefaultOption;
+    inherit (import ./modules.nix { inherit lib; })
+      evalModules mergeDefinitions showOption showDefs;
+    isType = type: x: (x._type or "") == type;
   };
 in
 lib

@@ -1,32 +1,59 @@
-# The stand-in module evaluator behind `lib.nixosSystem`.
+# The stand-in module evaluator behind `lib.nixosSystem` (and submodules).
 #
-# It is a deliberately small version of nixpkgs' lib/modules.nix:
+# A small rewrite of nixpkgs' lib/modules.nix that is as STRICT as the real
+# one where real users hit it; a stand-in is only worth what it rejects:
 #  * a module is a path (imported), a function of the module arguments
-#    ({ config, options, lib, pkgs, modulesPath } // specialArgs) or an attrset;
-#  * `imports` are followed recursively and deduplicated by key (the file
-#    path for files, the module's own `key` attribute, else "<parent>:anon-N"),
-#    exactly like builtins.genericClosure-based collection in nixpkgs;
-#  * a module with `options` or `config` is in the full form, otherwise the
-#    whole set (minus imports/key/_file/meta/disabledModules) is its config;
-#  * option declarations (lib.mkOption) only contribute their `default`
-#    (at mkOptionDefault priority); there is NO type checking and undeclared
-#    options are accepted (real NixOS would reject them);
-#  * definitions merge recursively: attrsets merge by name, mkIf/mkOverride/
-#    mkMerge/mkOrder are pushed down to the leaves; at a leaf the definitions
-#    with the best (lowest) priority win, then lists concatenate (ordered by
-#    mkBefore/mkAfter), equal values collapse, anything else is a conflict.
-#    Derivations, flake inputs (anything with outPath) and functions are leaves.
+#    ({ config, options, lib, pkgs, modulesPath, name? } // specialArgs) or
+#    an attrset; `imports` are followed and deduplicated by key (file path,
+#    the module's `key`, else "<parent>:anon-N");
+#  * full form (`options` / `config`) or shorthand (everything is config);
+#    a full-form module with other attributes is an error, as in nixpkgs;
+#  * an option exists only if an imported module declares it: defining
+#    anything else fails with "The option `a.b' does not exist." (as soon as
+#    `config` is used, like nixpkgs' _module.check); declaring an option twice
+#    fails with "is already declared in";
+#  * mkIf/mkMerge/mkOverride/mkOrder are pushed down to the options without
+#    forcing mkIf conditions; at an option the best priority wins (mkForce 50,
+#    plain 100, mkDefault 1000, the declaration's default 1500), mkOrder
+#    sorts, then every definition is checked against the option's type
+#    ("A definition for option `x' is not of type `string'.") and merged by
+#    it (see ./types.nix). An option with no definition and no default fails
+#    when read: "was accessed but has no value defined".
+# Not implemented: disabledModules, _module.args, freeform types, mkRenamed*,
+# option merging across declarations (submodule option extension).
 { lib }:
 let
   inherit (builtins)
-    all attrNames concatMap elemAt filter foldl' genericClosure genList head
-    isAttrs isBool isFunction isList isPath isString length map sort tail
-    toJSON zipAttrsWith;
+    all attrNames attrValues concatMap elemAt filter foldl' genericClosure genList
+    head isAttrs isBool isFunction isList isPath isString length map sort toJSON;
 
   imap0 = f: list: genList (n: f n (elemAt list n)) (length list);
-  showPath = path: builtins.concatStringsSep "." path;
 
-  # Load one entry of a module list: returns { key; file; module; imports; }.
+  showOption = parts: builtins.concatStringsSep "." (map (p:
+    if p == "*" || builtins.match "<.+>" p != null || builtins.match "[A-Za-z_][A-Za-z0-9_'-]*" p != null
+    then p else toJSON p) parts);
+
+  # A short, never-failing rendering of a definition's value for messages.
+  showValue = depth: v:
+    let t = builtins.typeOf v; in
+    if t == "string" then toJSON v
+    else if t == "int" || t == "float" then toString v
+    else if t == "bool" then lib.boolToString v
+    else if t == "null" then "null"
+    else if t == "path" then toString v
+    else if t == "lambda" then "<function>"
+    else if t == "list" then
+      (if v == [ ] then "[ ]" else if depth > 1 then "[ ... ]"
+       else "[ ${builtins.concatStringsSep " " (map (showValue (depth + 1)) v)} ]")
+    else if v.type or null == "derivation" then "<derivation ${v.name or "?"}>"
+    else if v ? _type then "<${v._type}>"
+    else if v == { } then "{ }"
+    else if depth > 1 then "{ ... }"
+    else "{ ${builtins.concatStringsSep " " (map (n: "${toJSON n} = ${showValue (depth + 1) v.${n}};") (attrNames v))} }";
+  safeShow = v: let r = builtins.tryEval (showValue 0 v); in if r.success then r.value else "<error>";
+  showDefs = defs: builtins.concatStringsSep "" (map (d: "\n- In `${d.file}': ${safeShow d.value}") defs);
+
+  # Load one entry of a module list: returns { key; file; module; }.
   load = args: fallbackKey: m:
     let
       isFile = isPath m || isString m;
@@ -34,17 +61,22 @@ let
       value = if isFunction fn then fn args else fn;
       file = if isFile then toString m else value._file or fallbackKey;
       key = if isFile then toString m else value.key or fallbackKey;
+      extra = lib.subtractLists
+        [ "imports" "options" "config" "key" "_file" "meta" "disabledModules" "_class" ]
+        (attrNames value);
     in
     if !(isAttrs value) then
-      throw "stand-in module evaluator: module ${file} is not an attribute set"
+      throw "Module `${file}' is not an attribute set (it is a ${builtins.typeOf value})."
+    else if (value ? config || value ? options) && extra != [ ] then
+      throw "Module `${file}' has an unsupported attribute `${head extra}'. This is caused by introducing a top-level `config' or `options' attribute. Add configuration attributes immediately on the top level instead, or move all of them (namely: ${builtins.concatStringsSep " " extra}) into the explicit `config' attribute."
     else {
       inherit key file;
       module = value;
       imports = value.imports or [ ];
     };
 
-  collect = args: modules: genericClosure {
-    startSet = imap0 (i: load args "<nixosSystem>:anon-${toString i}") modules;
+  collect = args: rootFile: modules: genericClosure {
+    startSet = imap0 (i: load args "${rootFile}:anon-${toString i}") modules;
     operator = item: imap0 (i: load args "${item.key}:anon-${toString i}") item.imports;
   };
 
@@ -53,19 +85,28 @@ let
     if isFullForm v then v.config or { }
     else removeAttrs v [ "imports" "key" "_file" "meta" "disabledModules" "_class" ];
 
-  # Option declarations -> a definition tree holding only the defaults.
-  optionDefaults = opts:
-    lib.filterAttrs (_: v: v != null) (lib.mapAttrs
-      (_: v:
-        if lib.isOption v then (if v ? default then lib.mkOptionDefault v.default else null)
-        else if isAttrs v then optionDefaults v
-        else null)
-      opts);
+  # -- declarations -----------------------------------------------------------
+  # [{ file; options; }] -> tree whose leaves are { _isOpt; loc; file; decl; }.
+  mergeDecls = loc: decls:
+    lib.mapAttrs (name: ds:
+      let
+        l = loc ++ [ name ];
+        opts = filter (d: lib.isOption d.value) ds;
+        sets = filter (d: !(lib.isOption d.value)) ds;
+      in
+      if opts == [ ] then
+        (if all (d: isAttrs d.value) sets then mergeDecls l (map (d: { inherit (d) file; options = d.value; }) sets)
+         else throw "The option declaration `${showOption l}' in `${(head sets).file}' is neither an option (lib.mkOption) nor an attribute set of options.")
+      else if length opts > 1 then
+        throw "The option `${showOption l}' in `${(elemAt opts 1).file}' is already declared in `${(head opts).file}'."
+      else if sets != [ ] then
+        throw "The option `${showOption l}' in `${(head opts).file}' is a prefix of options in `${(head sets).file}'."
+      else { _isOpt = true; loc = l; file = (head opts).file; decl = (head opts).value; })
+      (builtins.zipAttrsWith (_: vs: vs)
+        (map (d: lib.mapAttrs (_: v: { inherit (d) file; value = v; }) d.options) decls));
 
-  # Merge declarations for the `options` module argument (declarations only).
-  mergeOptions = foldl' (lib.recursiveUpdateUntil (_: l: r: lib.isOption l || lib.isOption r)) { };
-
-  # A definition being merged: its value plus the properties pushed onto it.
+  # -- definitions ------------------------------------------------------------
+  # A definition on its way down: value plus the properties pushed onto it.
   defItem = file: value: { inherit file value; conds = [ ]; prio = null; order = 1000; };
 
   # Expand mkMerge/mkIf/mkOverride/mkOrder without forcing any condition.
@@ -78,60 +119,94 @@ let
     else if t == "order" then expand (it // { order = v.priority; value = v.content; })
     else [ it ];
 
-  isLeafValue = v:
-    !(isAttrs v) || v ? _type || v ? outPath || v ? __functor || v.type or null == "derivation";
-
-  files = items: builtins.concatStringsSep ", " (lib.unique (map (it: it.file) items));
-
-  mergeNode = path: items:
-    let
-      exp = concatMap expand items;
-      nodes = filter (it: !(isLeafValue it.value)) exp;
-    in
-    if nodes == [ ] then mergeLeaf path exp
-    else if length nodes != length exp then
-      throw "The option `${showPath path}' has conflicting definitions: attribute sets in some modules, other values in others (${files exp})."
-    else
-      zipAttrsWith (name: children: mergeNode (path ++ [ name ]) children)
-        (map (it: lib.mapAttrs (_: v: it // { value = v; }) it.value) nodes);
-
-  checkCond = path: c:
+  checkCond = loc: c:
     if isBool c then c
-    else throw "mkIf called with a non-Boolean condition (option `${showPath path}')";
+    else throw "mkIf called with a non-Boolean condition (option `${showOption loc}')";
 
   prioOf = it: if it.prio == null then 100 else it.prio;
 
-  mergeLeaf = path: exp:
+  # Merge one option's definition items with its type: { isDefined; mergedValue; }.
+  mergeItems = loc: type: items:
     let
-      active = filter (it: all (checkCond path) it.conds) exp;
+      exp = concatMap expand items;
+      active = filter (it: all (checkCond loc) it.conds) exp;
       best = foldl' (m: it: lib.min m (prioOf it)) 100000 active;
-      winners = sort (x: y: x.order < y.order) (filter (it: prioOf it == best) active);
-      values = map (it: it.value) winners;
-      first = head values;
+      winners = map (it: { inherit (it) file value; })
+        (sort (x: y: x.order < y.order) (filter (it: prioOf it == best) active));
+      invalid = filter (d: !(type.check d.value)) winners;
     in
-    if active == [ ] then throw "The option `${showPath path}' is used but not defined."
-    else if length values == 1 then first
-    else if all isList values then builtins.concatLists values
-    else if all (v: v == first) (tail values) then first
-    else throw "The option `${showPath path}' has conflicting definition values in ${files winners}: ${
-      builtins.concatStringsSep " vs " (map (v:
-        if isFunction v then "<function>" else if isAttrs v && v ? outPath then toString v.outPath
-        else toJSON v) values)}.";
+    {
+      isDefined = active != [ ];
+      mergedValue =
+        if active == [ ] then
+          throw "The option `${showOption loc}' was accessed but has no value defined. Try setting the option."
+        else if invalid != [ ] then
+          throw "A definition for option `${showOption loc}' is not of type `${type.description}'. Definition values:${showDefs invalid}"
+        else type.merge loc winners;
+    };
 
-  # evalModules: returns { config; options; items; }.
-  evalModules = { modules, specialArgs ? { }, extraArgs ? (_: { }) }:
+  # For types: merge plain [{ file; value; }] definitions.
+  mergeDefinitions = loc: type: defs: mergeItems loc type (map (d: defItem d.file d.value) defs);
+
+  leaf = opt: items:
     let
-      args = { inherit lib config options; } // extraArgs config // specialArgs;
-      items = collect args modules;
-      defs = concatMap (it:
-        [ (defItem it.file (configOf it.module)) ]
-        ++ lib.optional (it.module ? options) (defItem it.file (optionDefaults it.module.options)))
-        items;
-      config = mergeNode [ ] defs;
-      options = mergeOptions (map (it: it.module.options or { }) items);
+      decl = opt.decl;
+      type = decl.type or lib.types.unspecified;
+      defaults = lib.optional (decl ? default) (defItem opt.file (lib.mkOptionDefault decl.default));
+      r = mergeItems opt.loc type (defaults ++ items);
+      value = (decl.apply or (x: x)) r.mergedValue;
+    in
+    {
+      config = value;
+      options = decl // {
+        inherit value type;
+        inherit (r) isDefined;
+        loc = opt.loc;
+        declarations = [ opt.file ];
+        files = lib.unique (map (it: it.file) items);
+      };
+      unmatched = [ ];
+    };
+
+  # Walk a node of the declaration tree (an attribute set of options) with the
+  # definitions that reach it. Its attribute names come from the declarations
+  # only, so reading config never forces another module's definitions.
+  walk = loc: node: items:
+    let
+      exp = concatMap expand items;
+      notSet = filter (it: !(isAttrs it.value) || it.value ? _type || it.value ? outPath) exp;
+      sets = if notSet == [ ] then exp else
+        let it = head notSet; in
+        throw "The option path `${showOption loc}' is an attribute set of options, but it is defined as ${safeShow it.value} in `${it.file}'.";
+      below = name: concatMap (it: if it.value ? ${name} then [ (it // { value = it.value.${name}; }) ] else [ ]) sets;
+      unmatchedHere = concatMap (it: map (n: { loc = loc ++ [ n ]; inherit (it) file; value = it.value.${n}; })
+        (filter (n: !(node ? ${n})) (attrNames it.value))) sets;
+      children = lib.mapAttrs (name: sub:
+        if sub._isOpt or false then leaf sub (below name) else walk (loc ++ [ name ]) sub (below name)) node;
+    in
+    {
+      config = lib.mapAttrs (_: c: c.config) children;
+      options = lib.mapAttrs (_: c: c.options) children;
+      unmatched = unmatchedHere ++ concatMap (c: c.unmatched) (attrValues children);
+    };
+
+  # evalModules: returns { config; options; modules; } (modules = keys, in order).
+  evalModules = { modules, specialArgs ? { }, prefix ? [ ] }:
+    let
+      args = { inherit lib config options; } // specialArgs;
+      items = collect args (if prefix == [ ] then "<evalModules>" else showOption prefix) modules;
+      declTree = mergeDecls prefix (map (it: { inherit (it) file; options = it.module.options; })
+        (filter (it: it.module ? options) items));
+      tree = walk prefix declTree (map (it: defItem it.file (configOf it.module)) items);
+      check =
+        if tree.unmatched == [ ] then null
+        else let d = head tree.unmatched; in
+          throw "The option `${showOption d.loc}' does not exist. Definition values:${showDefs [ d ]}";
+      config = builtins.seq check tree.config;
+      options = tree.options;
     in
     { inherit config options; modules = map (it: it.key) items; };
 in
 {
-  inherit evalModules;
+  inherit evalModules mergeDefinitions showOption showDefs;
 }

@@ -149,10 +149,23 @@ let
     ansible = p "ansible" "2.18.5";
     libvirt = p "libvirt" "11.3.0";
     qemu = p "qemu" "10.0.0";
+    qemu-utils = p "qemu-utils" "10.0.0";
+    virtiofsd = p "virtiofsd" "1.13.1";
+    # monitoring, toolchain and test-suite dependencies
+    cpio = p "cpio" "2.15";
+    fastfetch = p "fastfetch" "2.43.0";
+    gawk = p "gawk" "5.3.2";
+    hostname = p "hostname" "3.25";
+    mariadb = p "mariadb" "11.4.5";
+    perl = p "perl" "5.40.0";
+    pkg-config = p "pkg-config" "0.29.2";
+    postgresql = p "postgresql" "17.4";
+    zstd = p "zstd" "1.5.7";
 
     python3Packages = {
       pytest = mkPackage { pname = "pytest"; version = "8.3.5"; name = "python3.13-pytest-8.3.5"; };
       pyyaml = mkPackage { pname = "pyyaml"; version = "6.0.2"; name = "python3.13-pyyaml-6.0.2"; };
+      jinja2 = mkPackage { pname = "jinja2"; version = "3.1.6"; name = "python3.13-jinja2-3.1.6"; };
     };
   };
 

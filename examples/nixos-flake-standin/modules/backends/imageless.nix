@@ -1,21 +1,48 @@
-# backends.imageless: a system closure booted by QEMU with an external
-# kernel, tmpfs root, host /nix/store (tag `store`, read-only) and the
-# kernel's /lib/modules (tag `modules`) shared by virtiofs.
-{ lib, ... }:
+# backends.imageless: a system closure booted by QEMU with an EXTERNAL
+# kernel, tmpfs root, host /nix/store (virtiofs tag `store`) and the
+# kernel's /lib/modules (tag `modules`). As upstream: no boot loader, no
+# NixOS kernel, no kernel modules in the initrd (the external kernel has
+# virtio, virtiofs and tmpfs built in) and no kernel parameters of its own
+# (the launcher passes root=tmpfs, the consoles and init=).
+# STAND-IN ONLY: standin.loadVirtioModules (default true) makes the
+# stand-in's initrd load the host's virtio modules anyway, so Debian's
+# modular kernel can boot it offline; see the README.
+{ config, lib, ... }:
 {
+  imports = [ ../user-options.nix ];
+
   nixos-flake.user.extraGroups = lib.mkDefault [ "wheel" "kvm" ];
 
-  standin.externalKernel = true;
-  boot.kernelParams = [ "root=tmpfs" "console=ttyS0,115200" "console=hvc0" ];
-  # Loaded in stage 1 from the initrd (dependencies resolved at build time
-  # from modules.dep: virtio, virtio_ring, virtio_pci_{legacy,modern}_dev, fuse).
-  boot.initrd.kernelModules = [
-    "virtio" "virtio_ring" "virtio_pci" "fuse" "virtiofs" "virtio_console"
-    "button" "evdev"
-  ];
-  fileSystems = {
-    "/" = { device = "tmpfs"; fsType = "tmpfs"; options = [ "mode=0755" ]; neededForBoot = true; };
-    "/nix/store" = { device = "store"; fsType = "virtiofs"; options = [ "ro" ]; neededForBoot = true; };
-    "/lib/modules" = { device = "modules"; fsType = "virtiofs"; options = [ "ro" ]; neededForBoot = true; };
+  # Rebuilt from scratch every time: follow the release being built.
+  system.stateVersion = lib.mkDefault config.system.nixos.release;
+
+  services.openssh = {
+    enable = true;
+    settings = {
+      PermitRootLogin = lib.mkDefault "yes";
+      PubkeyAuthentication = true;
+      PasswordAuthentication = lib.mkDefault false;
+    };
   };
+
+  fileSystems."/" = lib.mkImageMediaOverride { fsType = "tmpfs"; options = [ "mode=0755" ]; };
+  fileSystems."/nix/store" = { device = "store"; fsType = "virtiofs"; };
+  fileSystems."/lib/modules" = { device = "modules"; fsType = "virtiofs"; neededForBoot = true; };
+
+  systemd.services.systemd-remount-fs.enable = lib.mkForce false;
+
+  boot.loader.grub.enable = false;
+  boot.kernel.enable = false;
+  boot.initrd.systemd.enable = true;
+  boot.initrd.systemd.emergencyAccess = true;
+  boot.initrd.supportedFilesystems = [ "virtiofs" ];
+  boot.initrd.availableKernelModules = lib.mkForce [ ];
+  boot.initrd.kernelModules = lib.mkForce [ ];
+
+  # Keep the closure small, like NixOS' minimal profile upstream imports.
+  documentation.enable = lib.mkDefault false;
+  documentation.man.enable = lib.mkDefault false;
+  services.lvm.enable = lib.mkDefault false;
+
+  standin.externalKernel = true;
 }

@@ -1,12 +1,23 @@
-# profiles.controller: builds kernels, runs Kconfig and Ansible, provisions
-# guests; needs nixos-flake.controller.enable = true.
+# profiles.controller: declares nixos-flake.controller.enable (only when
+# imported, as upstream); when true the host builds kernels, runs Ansible and
+# provisions guests with libvirt. Without enable it is a silent no-op.
+# Upstream composes it on the libvirt backend.
 { config, lib, pkgs, ... }:
 let cfg = config.nixos-flake.controller; in
 {
-  assertions = [{
-    assertion = cfg.enable;
-    message = "nixos-flake: profiles.controller requires nixos-flake.controller.enable = true";
-  }];
-  virtualisation.libvirtd.enable = lib.mkIf cfg.enable true;
-  environment.systemPackages = lib.optionals cfg.enable (with pkgs; [ ansible git qemu libvirt gnumake ]);
+  options.nixos-flake.controller.enable = lib.mkEnableOption "the control-node environment";
+
+  config = lib.mkIf cfg.enable {
+    environment.systemPackages = with pkgs; [
+      # kernel toolchain
+      ncurses pkg-config gcc gnumake bison flex bc perl openssl elfutils pahole cpio kmod zstd rsync hostname
+      # orchestration
+      ansible git qemu-utils virtiofsd python3 python3Packages.pyyaml python3Packages.jinja2
+    ];
+    virtualisation.libvirtd = {
+      enable = true;
+      qemu = { runAsRoot = false; vhostUserPackages = [ pkgs.virtiofsd ]; };
+    };
+    nix.settings.experimental-features = [ "nix-command" "flakes" ];
+  };
 }

@@ -1,8 +1,8 @@
 # system.build.{toplevel,initrd} of the stand-in: real derivations, built by
 # the host's nix with builder "/bin/sh" and host tools (busybox-static, cpio,
-# gzip, xz, grep, sed from /bin and /usr/bin). That is only possible because
-# the host runs nix with `sandbox = false` (Debian's nix 2.8 here); with a
-# sandbox these builders would not find /bin/sh, /lib/modules or cpio.
+# gzip, xz, grep, sed from /bin and /usr/bin). That needs either a sandbox
+# exposing those directories (extra-sandbox-paths = /bin /usr/bin /lib /lib64,
+# what scripts/setup writes) or `sandbox = false`.
 #
 # The initrd also copies kernel modules from the host's /lib/modules/*/ at
 # build time: the output depends on the host's installed kernels, which nix
@@ -21,10 +21,18 @@ let
   nixosFlake = config.nixos-flake or { };
   userName = nixosFlake.user.name or "root";
 
+  # STAND-IN ONLY (standin.loadVirtioModules): what Debian's modular kernel
+  # needs in stage 1 to reach the virtiofs store and the consoles. Upstream's
+  # imageless initrd has no modules at all (its kernel has them built in).
+  standinInitrdModules = lib.optionals config.standin.loadVirtioModules [
+    "virtio" "virtio_ring" "virtio_pci" "fuse" "virtiofs" "virtio_console" "button" "evdev"
+  ];
+  initrdModules = config.boot.initrd.kernelModules ++ standinInitrdModules;
+
   # users and groups ----------------------------------------------------
   users = mapAttrsToList (name: u: u // { inherit name; }) config.users.users;
-  normalUsers = lib.imap0 (i: u: u // { uid = u.uid or (1000 + i); })
-    (filter (u: u.isNormalUser or false) users);
+  normalUsers = lib.imap0 (i: u: u // { uid = if u.uid != null then u.uid else 1000 + i; })
+    (filter (u: u.isNormalUser) users);
   groupNames = lib.unique ([ "wheel" ] ++ lib.sort (a: c: a < c)
     (builtins.concatMap (u: u.extraGroups or [ ]) normalUsers));
   gid = g: if g == "wheel" then 1 else 500 + lib.count (x: x < g) groupNames;
@@ -37,13 +45,15 @@ let
     lib.optionalString (keys != [ ]) "${u.name}\t${builtins.toJSON keys}\n") normalUsers;
 
   # file systems --------------------------------------------------------
-  fileSystems = lib.sort (a: c: a.mountPoint < c.mountPoint) (mapAttrsToList (mp: fs: {
-    mountPoint = mp;
-    device = fs.device or "none";
-    fsType = fs.fsType or "auto";
-    options = concatStringsSep "," (fs.options or [ ]);
-    neededForBoot = fs.neededForBoot or false;
-  }) config.fileSystems);
+  # NixOS mounts these in stage 1 whatever their neededForBoot says.
+  pathsNeededForBoot = [ "/" "/nix" "/nix/store" "/var" "/var/log" "/var/lib" "/var/lib/nixos" "/etc" "/usr" ];
+  fileSystems = lib.sort (a: c: a.mountPoint < c.mountPoint) (mapAttrsToList (_: fs: {
+    inherit (fs) mountPoint fsType;
+    device = if fs.device != null then fs.device else if fs.label != null then "LABEL=${fs.label}" else "none";
+    options = concatStringsSep "," (lib.remove "defaults" (fs.options
+      ++ lib.optional (fs.mountPoint == "/nix/store" && config.standin.readOnlyStore) "ro"));
+    neededForBoot = fs.neededForBoot || builtins.elem fs.mountPoint pathsNeededForBoot;
+  }) (lib.filterAttrs (_: fs: fs.enable) config.fileSystems));
   rootFs = lib.findFirst (fs: fs.mountPoint == "/")
     { mountPoint = "/"; device = "tmpfs"; fsType = "tmpfs"; options = "mode=0755"; } fileSystems;
   mountLine = prefix: fs:
@@ -71,19 +81,23 @@ let
     fileSystems = config.fileSystems;
     kernelParams = config.boot.kernelParams;
     initrdKernelModules = config.boot.initrd.kernelModules;
+    inherit standinInitrdModules;
     externalKernel = config.standin.externalKernel;
     services = {
       openssh = config.services.openssh.enable;
       nfsServer = config.services.nfs.server.enable;
       rpcbind = config.services.rpcbind.enable;
-      sysstat = config.services.sysstat.enable;
       libvirtd = config.virtualisation.libvirtd.enable;
+      mysql = config.services.mysql.enable;
+      postgresql = config.services.postgresql.enable;
     };
+    systemdServices = lib.mapAttrs (_: s: { inherit (s) enable description serviceConfig; })
+      config.systemd.services;
   };
 
-  etcEntries = concatMapStrings (name: let e = config.environment.etc.${name}; in
-    "${name}\t${if e ? source then "${e.source}" else pkgs.writeText "etc-${baseNameOf name}" e.text}\n")
-    (builtins.attrNames config.environment.etc);
+  etcEntries = concatMapStrings (e:
+    "${e.target}\t${if e.source != null then "${e.source}" else pkgs.writeText "etc-${baseNameOf e.target}" e.text}\n")
+    (filter (e: e.enable && (e.source != null || e.text != null)) (builtins.attrValues config.environment.etc));
 
   # boot scripts ----------------------------------------------------------
   stage1 = builtins.replaceStrings [ "@bootMounts@" ] [ bootMounts ]
@@ -125,7 +139,7 @@ let
     args = [ "-e" ./system/make-initrd.sh ];
     PATH = hostPath;
     inherit busybox stage1;
-    kernelModules = concatStringsSep " " config.boot.initrd.kernelModules;
+    kernelModules = concatStringsSep " " initrdModules;
     passAsFile = [ "stage1" ];
   };
 
@@ -145,10 +159,22 @@ let
   };
 
   failedAssertions = map (a: a.message) (filter (a: !a.assertion) config.assertions);
+
+  # In NixOS nearly every option's value ends up in the system (units, /etc,
+  # activation), so a wrong definition anywhere fails the toplevel. The
+  # stand-in builds far less, so it forces every option's value instead
+  # (stopping at derivations and functions); system.build is what is built.
+  forceAll = v:
+    if builtins.isList v then builtins.all forceAll v
+    else if builtins.isAttrs v && !(v ? outPath) then builtins.all forceAll (builtins.attrValues v)
+    else true;
+  allOptionsEvaluate = forceAll (removeAttrs config [ "system" ])
+    && forceAll (removeAttrs config.system [ "build" ]);
+
   toplevel =
     if failedAssertions != [ ] then
       throw "\nFailed assertions:\n${concatMapStrings (m: "- ${m}\n") failedAssertions}"
-    else lib.foldr (w: x: lib.warn w x) toplevelDrv config.warnings;
+    else builtins.seq allOptionsEvaluate (lib.foldr (w: x: lib.warn w x) toplevelDrv config.warnings);
 in
 {
   key = "nixpkgs-standin/nixos/modules/system-build.nix";
