@@ -46,7 +46,9 @@ def instance():
     base.chmod(0o755)
     data = base / "data"
     port, redis_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DEBUG", "DB_NAME", "KDEVWEB_BUILDS_DIR")}
+    # Its own SQLite in its own data dir, also in scripts/test's PostgreSQL run.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "DEBUG", "KDEVWEB_BUILDS_DIR") and not k.startswith("DB_")}
     env.update(KDEVWEB_DATA_DIR=str(data), PORT=str(port), REDIS_PORT=str(redis_port))
     proc = Proc(["scripts/run"], env, base / "run.log")
     try:
