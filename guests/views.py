@@ -5,6 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
 
 from . import flake, services
@@ -208,7 +209,9 @@ def config_download(request, lab, config_id, number):
     top = f"{config.name}-r{rev.number}"
     top = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in top)
     response = HttpResponse(flake.files_tarball(rev.files, top=top), content_type="application/gzip")
-    response["Content-Disposition"] = f'attachment; filename="{top}.tar.gz"'
+    # RFC 6266: an ASCII filename= plus filename*=UTF-8'' for names outside
+    # Latin-1 (a raw one would not even encode as a header).
+    response["Content-Disposition"] = content_disposition_header(True, f"{top}.tar.gz")
     return response
 
 

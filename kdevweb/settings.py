@@ -146,6 +146,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Login throttling (kdevweb/throttle.py): failed attempts per user name and
+# per client address within a window, counted in the cache (Redis).
+AUTHENTICATION_BACKENDS = ["kdevweb.throttle.ThrottledModelBackend"]
+LOGIN_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", "5")
+LOGIN_FAILURE_LIMIT_PER_ADDRESS = envint("LOGIN_FAILURE_LIMIT_PER_ADDRESS", "30")
+LOGIN_THROTTLE_SECONDS = envint("LOGIN_THROTTLE_SECONDS", "900")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "index"
 LOGOUT_REDIRECT_URL = "login"
@@ -208,6 +214,15 @@ CHANNEL_LAYERS = {
 }
 RQ_QUEUES = {
     "default": {**_rq_connection(), "DEFAULT_TIMEOUT": envint("RQ_DEFAULT_TIMEOUT", "600")},
+}
+# Shared by every process (login throttle counts).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "kdevweb",
+        "OPTIONS": {"password": REDIS_PASSWORD} if REDIS_PASSWORD else {},
+    }
 }
 # Nix builds of real guests take far longer than RQ's 180 s default.
 BUILD_TIMEOUT = envint("BUILD_TIMEOUT", str(6 * 3600))

@@ -173,3 +173,71 @@ def test_500_page_shows_no_internals(rf):
 
     page = render_to_string("500.html")
     assert "Something went wrong" in page and "Traceback" not in page
+
+
+# -- login throttling, the first admin password ------------------------------------------
+
+
+@pytest.fixture
+def throttle_reset():
+    from django.core.cache import cache
+
+    yield
+    cache.delete_many([k for k in cache._cache.get_client().keys("kdevweb:*login-fail:*")])
+
+
+def _login(client, username, password, url="/login/"):
+    return client.post(url, {"username": username, "password": password})
+
+
+def test_login_is_throttled_after_repeated_failures(client, django_user_model, settings, throttle_reset):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    django_user_model.objects.create_user("target", password="right-password-1")
+    django_user_model.objects.create_user("bystander", password="bystander-pw-1")
+    for _ in range(settings.LOGIN_FAILURE_LIMIT):
+        assert _login(client, "target", "wrong").status_code == 200
+    resp = _login(client, "target", "right-password-1")
+    assert resp.status_code == 200 and "_auth_user_id" not in client.session, "the right password got in"
+    assert "Too many failed logins" in resp.content.decode()
+    # The admin's login form goes through the same backend.
+    _login(client, "target", "right-password-1", url="/admin/login/")
+    assert "_auth_user_id" not in client.session
+    # Another account from the same address is not locked by these few failures.
+    assert _login(client, "bystander", "bystander-pw-1").status_code == 302
+
+
+def test_throttle_ends_after_its_window(client, django_user_model, settings, throttle_reset):
+    import time
+
+    settings.LOGIN_THROTTLE_SECONDS = 2
+    django_user_model.objects.create_user("patient", password="right-password-2")
+    for _ in range(settings.LOGIN_FAILURE_LIMIT):
+        _login(client, "patient", "wrong")
+    assert "_auth_user_id" not in (_login(client, "patient", "right-password-2") and client.session)
+    time.sleep(2.2)
+    assert _login(client, "patient", "right-password-2").status_code == 302
+
+
+def test_first_admin_password_file_goes_after_first_login(client, django_user_model, settings, tmp_path,
+                                                        throttle_reset):
+    settings.DATA_DIR = tmp_path
+    (tmp_path / "admin-password").write_text("generated-pw-123\n")
+    django_user_model.objects.create_superuser("admin", password="generated-pw-123")
+    assert _login(client, "admin", "wrong").status_code == 200
+    assert (tmp_path / "admin-password").exists()
+    assert _login(client, "admin", "generated-pw-123").status_code == 302
+    assert not (tmp_path / "admin-password").exists()
+
+
+def test_download_of_a_non_latin1_name_uses_rfc6266(client_for, users, lab):
+    from guests import services
+    from tests.helpers import sample_settings
+
+    config = services.configuration_create(lab=lab, name="гость-ext4 ☃", settings=sample_settings(),
+                                           user=users["operator"])
+    resp = client_for(users["viewer"]).get(f"/labs/{lab.slug}/configs/{config.pk}/r/1/download/")
+    assert resp.status_code == 200
+    header = resp["Content-Disposition"]
+    header.encode("latin-1")  # a valid header at all
+    assert header.startswith("attachment;") and "filename*=utf-8''" in header.lower()
+    assert "%D0%B3%D0%BE%D1%81%D1%82%D1%8C-ext4" in header

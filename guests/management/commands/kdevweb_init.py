@@ -44,9 +44,11 @@ class Command(BaseCommand):
             with os.fdopen(fd, "w") as fh:
                 fh.write(password + "\n")
             self.stdout.write(f"Created admin account “{username}” with password: {password}")
-            self.stdout.write(f"(shown once; also stored, readable only by you, in {pw_file})")
+            self.stdout.write(f"(shown once; also stored, readable only by you, in {pw_file} "
+                              "until the first login with it)")
         else:
-            self.stdout.write(f"Admin account “{username}” exists; its first password is in {pw_file}.")
+            where = f"is in {pw_file}" if pw_file.exists() else "was removed after the first login with it"
+            self.stdout.write(f"Admin account “{username}” exists; its first password {where}.")
         if not Lab.objects.exists():
             lab = services.lab_create(name="Demo lab", slug="demo", user=admin)
             services.configuration_create(
