@@ -183,8 +183,8 @@ def test_undeclared_submodule_options_are_errors(tmp_path: Path) -> None:
          "nixos-flake.storage.\"/d\".mkfsArgs", "list of string"),
         ("", "networking.hostName = 1;", "networking.hostName", "string"),
         ("", "system.stateVersion = 26.05;", "system.stateVersion", "string"),
-        ("", 'users.users.kdev.openssh.authorizedKeys.keys = "ssh-ed25519 AAAA k";',
-         "users.users.kdev.openssh.authorizedKeys.keys", "list of string"),
+        ("", 'users.users.user.openssh.authorizedKeys.keys = "ssh-ed25519 AAAA k";',
+         "users.users.user.openssh.authorizedKeys.keys", "list of string"),
         ("", 'environment.systemPackages = [ "fio" ];',
          'environment.systemPackages."[definition 1-entry 1]"', "package"),
         ("", "nixpkgs.overlays = [ { } ];", 'nixpkgs.overlays."[definition 2-entry 1]"', "nixpkgs overlay"),
@@ -192,6 +192,7 @@ def test_undeclared_submodule_options_are_errors(tmp_path: Path) -> None:
         ("", 'services.openssh.settings.PermitRootLogin = "maybe";', "services.openssh.settings.PermitRootLogin",
          'one of "yes", "without-password", "prohibit-password", "forced-commands-only", "no"'),
         ("", "standin.buildSeconds = -1;", "standin.buildSeconds", "unsigned integer, meaning >=0"),
+        ("", "nixpkgs.config = \"allowUnfree\";", "nixpkgs.config", "attribute set"),
     ],
 )
 def test_wrong_types_name_option_and_type(tmp_path: Path, imports: str, definition: str, option: str,
@@ -218,6 +219,9 @@ def test_conflicting_definitions(tmp_path: Path) -> None:
                  )
     assert "The option `networking.hostName' has conflicting definition values:" in text
     assert "Use `lib.mkForce value` or `lib.mkDefault value`" in text
+    # `anything` (freeform-like settings): values of different kinds do not merge.
+    text = error(tmp_path, module(body='nix.settings.cores = lib.mkMerge [ 1 "2" ];'))
+    assert "The option `nix.settings.cores' has conflicting definitions, in" in text
 
 
 # -- defaults and priorities --------------------------------------------------
@@ -306,7 +310,8 @@ def test_storage_auto_format_with_mkfs_args_fails_the_toplevel(tmp_path: Path) -
 @pytest.mark.parametrize("imports", [MONITORING, CONTROLLER, f"{MONITORING} {CONTROLLER}"])
 def test_profiles_without_enable_are_silent_no_ops(tmp_path: Path, imports: str) -> None:
     assert evaluates(tmp_path, module(imports))
-    assert value(tmp_path, module(imports), "config.assertions", apply="builtins.length") == 0
+    failing = "as: builtins.length (builtins.filter (a: !a.assertion) as)"
+    assert value(tmp_path, module(imports), "config.assertions", apply=failing) == 0
 
 
 def test_assertions_option_fails_the_toplevel_like_nixos(tmp_path: Path) -> None:
@@ -352,3 +357,28 @@ def test_mkif_condition_must_be_a_bool(tmp_path: Path) -> None:
 def test_mkif_false_removes_attrs_entries(tmp_path: Path) -> None:
     body = 'nixos-flake.shares = { "/a" = { tag = "a"; }; "/b" = lib.mkIf false { tag = "b"; }; };'
     assert value(tmp_path, module(SHARES, body), "config.nixos-flake.shares", apply="builtins.attrNames") == ["/a"]
+
+
+# -- NixOS' user assertions (what a guest user's name can collide with) --------
+
+
+@pytest.mark.parametrize("name", ["fsgqa", "fsgqa2", "123456-fsgqa", "daemon", "bin"])
+def test_user_named_like_an_fstests_user_fails(tmp_path: Path, name: str) -> None:
+    text = error(tmp_path, module("nixos-flake.nixosModules.testSuites.fstests",
+                                  f'nixos-flake.user.name = "{name}";'))
+    assert "Failed assertions:" in text
+    assert f"Exactly one of users.users.{name}.isSystemUser and users.users.{name}.isNormalUser must be set." in text
+    # Without fstests the name is just a name.
+    assert evaluates(tmp_path, module(body=f'nixos-flake.user.name = "{name}";'))
+
+
+def test_user_named_root_fails_as_upstream(tmp_path: Path) -> None:
+    # `user` defines users.users.<name> and users.users.root in one attrset (as upstream).
+    assert "dynamic attribute 'root' already defined" in error(tmp_path, module(body='nixos-flake.user.name = "root";'))
+
+
+def test_user_and_group_ids_must_be_unique(tmp_path: Path) -> None:
+    assert "UIDs and GIDs must be unique!" in error(tmp_path, module(body="users.groups.extra.gid = 100;"))
+    assert "users.users.svc.group is unset." in error(tmp_path, module(body="users.users.svc.isSystemUser = true;"))
+    assert evaluates(tmp_path, module(body='users.users.svc = { isSystemUser = true; group = "svc"; };'))
+    assert value(tmp_path, module(), "config.users.users.user.group") == "users"

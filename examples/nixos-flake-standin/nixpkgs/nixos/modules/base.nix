@@ -17,7 +17,9 @@ let
   strs = opt (types.listOf types.str) [ ];
   anyAttrs = opt (types.attrsOf types.anything) { };
 
-  userOptions = { name, ... }: {
+  userOptions = { name, config, ... }: {
+    # As NixOS: a normal user's primary group defaults to "users".
+    config.group = lib.mkIf config.isNormalUser (lib.mkDefault "users");
     options = {
       name = str name;
       isNormalUser = bool false;
@@ -83,6 +85,26 @@ let
     };
   };
 
+  # NixOS' users-groups assertions (the ones a configuration can trip over,
+  # e.g. a guest user named like a system user fstests creates).
+  users = builtins.attrValues config.users.users;
+  ids = xs: builtins.filter (x: x != null) xs;
+  allUnique = xs: builtins.length (lib.unique xs) == builtins.length xs;
+  userAssertions = builtins.concatMap (u: [
+    {
+      assertion = (u.isSystemUser || (u.uid != null && u.uid < 1000)) != u.isNormalUser;
+      message = "Exactly one of users.users.${u.name}.isSystemUser and users.users.${u.name}.isNormalUser must be set.";
+    }
+    {
+      assertion = u.group != "";
+      message = "users.users.${u.name}.group is unset. This used to default to nogroup, but this is unsafe.";
+    }
+  ]) users ++ [{
+    assertion = allUnique (ids (map (u: u.uid) users))
+      && allUnique (ids (map (g: g.gid) (builtins.attrValues config.users.groups)));
+    message = "UIDs and GIDs must be unique!";
+  }];
+
   overlay = lib.mkOptionType {
     name = "nixpkgs-overlay";
     description = "nixpkgs overlay";
@@ -93,6 +115,12 @@ in
 {
   key = "nixpkgs-standin/nixos/modules/base.nix";
   imports = [ ./system-build.nix ];
+
+  config = {
+    users.users.root = { uid = 0; group = "root"; home = "/root"; };
+    users.groups = { root.gid = 0; wheel.gid = 1; users.gid = 100; };
+    assertions = userAssertions;
+  };
 
   options = {
     networking.hostName = str "nixos";
