@@ -176,7 +176,7 @@ def test_test_suites(tmp_path: Path) -> None:
     assert {"blktests", "xfstests", "gitr", "ltp", "mmtests", "pynfs", "kselftests", "sysbench"} <= names
     d2 = render(tmp_path / "ltp", settings(profiles=[], testSuites=["ltp"], extraPackages=[]))
     assert nix_eval(d2, "config.services.nfs.server.enable") is False
-    assert nix_eval(d2, "config.environment.systemPackages", apply=PKG_NAMES) == ["ltp"]
+    assert nix_eval(d2, "config.environment.systemPackages", apply=PKG_NAMES) == ["coreutils", "ltp"]  # imageless adds coreutils
 
 
 def test_shares_and_storage(tmp_path: Path) -> None:

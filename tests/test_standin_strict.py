@@ -382,3 +382,15 @@ def test_user_and_group_ids_must_be_unique(tmp_path: Path) -> None:
     assert "users.users.svc.group is unset." in error(tmp_path, module(body="users.users.svc.isSystemUser = true;"))
     assert evaluates(tmp_path, module(body='users.users.svc = { isSystemUser = true; group = "svc"; };'))
     assert value(tmp_path, module(), "config.users.users.user.group") == "users"
+
+
+def test_imageless_plain_definitions_conflict_as_upstream(tmp_path: Path) -> None:
+    """Upstream's imageless backend sets these at normal priority: another value needs mkForce."""
+    for body in ('users.users.root.initialPassword = "secret";', "users.mutableUsers = true;",
+                 "services.lvm.enable = true;", "nix.enable = true;"):
+        assert "has conflicting definition values" in error(tmp_path, module(body=body))
+        assert evaluates(tmp_path, module(body=body.replace("= ", "= lib.mkForce (").replace(";", ");")))
+    # fstests forces lvm on (mkForce) over the backend's plain false.
+    assert value(tmp_path, module("nixos-flake.nixosModules.testSuites.fstests"), "config.services.lvm.enable") is True
+    # hostName is only a mkDefault there.
+    assert value(tmp_path, module(body='networking.hostName = "vm";'), "config.networking.hostName") == "vm"

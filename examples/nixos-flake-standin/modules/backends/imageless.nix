@@ -7,7 +7,7 @@
 # STAND-IN ONLY: standin.loadVirtioModules (default true) makes the
 # stand-in's initrd load the host's virtio modules anyway, so Debian's
 # modular kernel can boot it offline; see the README.
-{ config, lib, ... }:
+{ config, lib, pkgs, ... }:
 {
   imports = [ ../user-options.nix ];
 
@@ -39,10 +39,34 @@
   boot.initrd.availableKernelModules = lib.mkForce [ ];
   boot.initrd.kernelModules = lib.mkForce [ ];
 
-  # Keep the closure small, like NixOS' minimal profile upstream imports.
+  # boot.kernelModules still reach systemd-modules-load without a NixOS kernel.
+  boot.kernelModules = lib.mkIf (!config.boot.kernel.enable) [ "loop" "atkbd" ];
+  environment.etc."modules-load.d/nixos.conf".text = lib.mkIf (!config.boot.kernel.enable)
+    (lib.concatStringsSep "\n" config.boot.kernelModules + "\n");
+  systemd.services.systemd-modules-load = lib.mkIf (!config.boot.kernel.enable) {
+    wantedBy = [ "multi-user.target" ];
+    serviceConfig.SuccessExitStatus = "0 1";
+  };
+  systemd.services."serial-getty@hvc0" = { enable = true; wantedBy = [ "getty.target" ]; };
+
+  # Plain definitions upstream (not mkDefault): another value conflicts.
+  users.mutableUsers = false;
+  users.users.root.initialPassword = "root";
+  networking.hostName = lib.mkDefault "nixos";
+  networking.useNetworkd = true;
+  networking.firewall.enable = false;
+  systemd.network.networks."80-ethernet" = {
+    matchConfig.Name = "en*";
+    networkConfig.DHCP = "yes";
+  };
+  systemd.oomd.enable = false;
+  nix.enable = false;
+  services.lvm.enable = false;
+  environment.systemPackages = [ pkgs.coreutils ];
+
+  # What NixOS' minimal profile (imported upstream) does that matters here.
   documentation.enable = lib.mkDefault false;
   documentation.man.enable = lib.mkDefault false;
-  services.lvm.enable = lib.mkDefault false;
 
   standin.externalKernel = true;
 }

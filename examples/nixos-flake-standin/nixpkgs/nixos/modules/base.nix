@@ -126,6 +126,7 @@ in
     networking.hostName = str "nixos";
     networking.domain = opt (types.nullOr types.str) null;
     networking.useDHCP = bool true;
+    networking.useNetworkd = bool false;
     networking.firewall.enable = bool true;
     networking.firewall.allowedTCPPorts = opt (types.listOf types.port) [ ];
 
@@ -210,6 +211,14 @@ in
     systemd.services = opt (types.attrsOf (types.submodule serviceOptions)) { };
     systemd.packages = opt (types.listOf types.package) [ ];
     systemd.tmpfiles.rules = strs;
+    systemd.oomd.enable = bool true;
+    systemd.network.networks = opt (types.attrsOf (types.submodule {
+      options = {
+        matchConfig = anyAttrs;
+        networkConfig = anyAttrs;
+        linkConfig = anyAttrs;
+      };
+    })) { };
 
     virtualisation.libvirtd.enable = bool false;
     virtualisation.libvirtd.qemu.runAsRoot = bool true;
