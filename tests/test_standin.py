@@ -249,6 +249,15 @@ def test_extra_module(tmp_path: Path) -> None:
     assert nix_eval(d, "config.environment.etc.motd.text") == "hello"
 
 
+def test_undeclared_option_fails_through_the_flake(tmp_path: Path) -> None:
+    """The strict evaluator behind a real downstream flake (what builds use), not only behind --expr."""
+    d = render(tmp_path / "undeclared", settings(), extra="{ nixos-flake.shares = { }; }")
+    proc = nix("eval", "--raw", f"path:{d}#toplevel.drvPath", check=False)
+    assert proc.returncode != 0
+    assert "The option `nixos-flake.shares' does not exist." in proc.stderr
+    assert "extra.nix" in proc.stderr  # names the file that defined it
+
+
 def test_revisions_give_different_closures(tmp_path: Path) -> None:
     a = nix_eval(render(tmp_path / "a", settings()), "config.system.build.toplevel.drvPath")
     b = nix_eval(render(tmp_path / "b", settings(hostName="kdev2")), "config.system.build.toplevel.drvPath")

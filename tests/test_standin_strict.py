@@ -394,3 +394,25 @@ def test_imageless_plain_definitions_conflict_as_upstream(tmp_path: Path) -> Non
     assert value(tmp_path, module("nixos-flake.nixosModules.testSuites.fstests"), "config.services.lvm.enable") is True
     # hostName is only a mkDefault there.
     assert value(tmp_path, module(body='networking.hostName = "vm";'), "config.networking.hostName") == "vm"
+
+
+# -- what upstream's own `nix flake check` composes evaluates here too ---------
+
+SUITES = ["blktests", "fstests", "gitr", "ltp", "mmtests", "pynfs", "selftests", "sysbench"]
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_upstream_check_compositions_evaluate(tmp_path: Path, suite: str) -> None:
+    # checks.imageless-<suite>: imageless + user + monitoring (enabled) + the suite.
+    assert evaluates(tmp_path, module(f"{MONITORING} nixos-flake.nixosModules.testSuites.{suite}",
+                                      "nixos-flake.monitoring.enable = true;"))
+
+
+def test_upstream_backend_checks_evaluate(tmp_path: Path) -> None:
+    # checks.imageless / checks.libvirt: a backend alone; checks.controller: libvirt + controller;
+    # checks.devel: imageless + devel.
+    assert evaluates(tmp_path, module(), user=False)
+    assert evaluates(tmp_path, module(), backend="libvirt", user=False)
+    assert evaluates(tmp_path, module(CONTROLLER, "nixos-flake.controller.enable = true;"), backend="libvirt",
+                     user=False)
+    assert evaluates(tmp_path, module("nixos-flake.nixosModules.profiles.devel"), user=False)
