@@ -335,6 +335,15 @@ def test_initrd_modules_only_behind_the_standin_switch(tmp_path: Path) -> None:
     assert value(tmp_path, module(body='boot.initrd.kernelModules = [ "xfs" ];'), "config.boot.initrd.kernelModules") == []
 
 
+def test_read_only_store_only_behind_the_standin_switch(tmp_path: Path) -> None:
+    # As upstream, fileSystems."/nix/store" has no "ro"; the stand-in's stage 1 adds it (standin.readOnlyStore).
+    assert value(tmp_path, module(), 'config.fileSystems."/nix/store".options') == ["defaults"]
+    stage1 = "config.system.build.initrd.stage1"
+    assert "mount_fs virtiofs ro store /newroot/nix/store" in value(tmp_path, module(), stage1)
+    assert "mount_fs virtiofs '' store /newroot/nix/store" in value(
+        tmp_path, module(body="standin.readOnlyStore = false;"), stage1)
+
+
 # -- the evaluator itself -----------------------------------------------------
 
 
