@@ -167,6 +167,7 @@ in
     boot.kernelParams = strs;
     boot.kernelModules = strs;
     boot.blacklistedKernelModules = strs;
+    boot.extraModprobeConfig = opt types.lines "";
     boot.initrd.kernelModules = strs;
     boot.initrd.availableKernelModules = strs;
     boot.initrd.systemd.enable = bool false;
@@ -224,6 +225,7 @@ in
     virtualisation.libvirtd.qemu.runAsRoot = bool true;
     virtualisation.libvirtd.qemu.vhostUserPackages = opt (types.listOf types.package) [ ];
 
+    programs.bash.completion.enable = bool true;
     documentation.enable = bool true;
     documentation.man.enable = bool true;
 
