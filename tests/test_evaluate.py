@@ -48,6 +48,22 @@ def assert_evaluates(rev: Revision) -> dict:
     return json.loads(rev.files["kdevweb.json"])
 
 
+def nix_config(rev: Revision, attr: str, tmp_path) -> object:
+    """``config.<attr>`` of the revision's nixosConfigurations.vm, as nix sees it."""
+    import subprocess
+
+    from builds.nixcmd import nix_env
+    from guests.flake import write_files
+
+    d = tmp_path / f"r{rev.pk}"
+    d.mkdir(exist_ok=True)
+    write_files(rev.files, str(d))
+    proc = subprocess.run(["nix", "eval", "--offline", "--json", f"path:{d}#nixosConfigurations.vm.config.{attr}"],
+                          capture_output=True, text=True, env=nix_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
 def test_form_defaults(client_for, users, lab):
     s = assert_evaluates(save(client_for(users["operator"]), lab))
     assert s["shares"] == {} and s["storage"] == {} and s["monitoring"] is None
@@ -79,16 +95,24 @@ def test_fstests_with_one_scratch_disk_only(client_for, users, lab):
     assert s["storage"] == {"/mnt/scratch": {"device": "/dev/vdb", "fsType": "xfs"}} and s["shares"] == {}
 
 
-def test_monitoring_profile_with_fields_untouched(client_for, users, lab):
-    s = assert_evaluates(save(client_for(users["operator"]), lab, profiles=["monitoring"]))
+def test_monitoring_profile_with_fields_untouched(client_for, users, lab, tmp_path):
+    rev = save(client_for(users["operator"]), lab, profiles=["monitoring"])
+    s = assert_evaluates(rev)
     # Upstream's defaults stay upstream's: sysstat and cpuGovernor follow enable, milliseconds is true.
     assert s["monitoring"] == {"enable": True}
+    mon = nix_config(rev, "nixos-flake.monitoring", tmp_path)
+    assert mon["enable"] and mon["sysstat"]["enable"] and mon["cpuGovernor"]["enable"]
+    assert mon["biolatency"]["milliseconds"] and mon["sysstat"]["interval"] == 5
+    # ...and stateVersion is the backend's mkDefault, the release.
+    assert nix_config(rev, "system.stateVersion", tmp_path) == "26.05"
 
 
-def test_monitoring_with_blkalgn_on_writes(client_for, users, lab):
-    s = assert_evaluates(save(client_for(users["operator"]), lab, profiles=["monitoring"], mon_blkalgn="on",
-                              mon_blkalgn_ops="Write"))
+def test_monitoring_with_blkalgn_on_writes(client_for, users, lab, tmp_path):
+    rev = save(client_for(users["operator"]), lab, profiles=["monitoring"], mon_blkalgn="on",
+               mon_blkalgn_ops="Write")
+    s = assert_evaluates(rev)
     assert s["monitoring"] == {"enable": True, "blkalgn": {"enable": True, "ops": "Write"}}
+    assert nix_config(rev, "nixos-flake.monitoring.blkalgn", tmp_path) == {"enable": True, "ops": "Write", "disk": ""}
 
 
 def test_everything_at_once(client_for, users, lab, tmp_path):
@@ -124,12 +148,16 @@ def browser_suites():
     return TEST_SUITES
 
 
-def test_baremetal_supplies_its_root_file_system(client_for, users, lab):
+def test_baremetal_supplies_its_root_file_system(client_for, users, lab, tmp_path):
     client = client_for(users["operator"])
     resp = client.post(f"/labs/{lab.slug}/configs/new/", form_data(mode="baremetal"))
     assert resp.status_code == 400 and "supplies its own root file system" in resp.content.decode()
-    s = assert_evaluates(save(client, lab, mode="baremetal", root_device="/dev/nvme0n1p2", root_fs_type="xfs"))
+    rev = save(client, lab, mode="baremetal", root_device="/dev/nvme0n1p2", root_fs_type="xfs")
+    s = assert_evaluates(rev)
     assert s["baremetal"] == {"rootDevice": "/dev/nvme0n1p2", "rootFsType": "xfs", "rootOptions": []}
+    fs = nix_config(rev, "fileSystems", tmp_path)
+    assert (fs["/"]["device"], fs["/"]["fsType"]) == ("/dev/nvme0n1p2", "xfs")  # not the tmpfs root
+    assert not fs["/nix/store"]["enable"] and not fs["/lib/modules"]["enable"]  # no virtiofs on real hardware
 
 
 @pytest.mark.parametrize("overrides,message", [
