@@ -37,7 +37,11 @@ def finished(build: Build, timeout: float = 120) -> Build:
 
 
 def log_text(build: Build) -> str:
-    with gzip.open(build.workdir / "log.gz", "rt") as fh:
+    # The job records the outcome first and compresses the log after it:
+    # a fast database (PostgreSQL) shows the status before log.gz exists.
+    path = build.workdir / "log.gz"
+    wait_for(path.exists, 30, what=f"{path} to be written")
+    with gzip.open(path, "rt") as fh:
         return fh.read()
 
 
