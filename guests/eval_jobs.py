@@ -64,9 +64,10 @@ def evaluate_enqueue(revision_id: int) -> None:
                              job_id=f"evaluate-{revision_id}", job_timeout=eval_timeout() + 60,
                              result_ttl=600, failure_ttl=86400)
     except Exception as exc:  # Redis down: the revision is saved; say why it has no verdict
+        # "not evaluated", not "does not evaluate": nothing is known about the files.
         log.error("could not queue the evaluation of revision %s: %s", revision_id, exc)
         Revision.objects.filter(pk=revision_id).update(
-            eval_status=EvalStatus.ERROR, eval_finished=timezone.now(),
+            eval_status=EvalStatus.NONE, eval_finished=timezone.now(),
             eval_error=f"Could not queue the evaluation: the queue (Redis) is unreachable ({exc}).")
 
 
