@@ -84,3 +84,56 @@ def imageless_missing(modules_dir: Path, config: Path | None = None) -> dict[str
         else:
             missing[option] = "unknown"
     return missing
+
+
+class KernelError(ValueError):
+    """Not a usable kernel image or modules directory; the message says why."""
+
+
+def image_version(image: Path) -> str | None:
+    """The version a bzImage announces (its setup header's kernel_version
+    string), or None for a vmlinux (ELF) or an image without one.
+    Raises KernelError when ``image`` is neither a bzImage nor an ELF file."""
+    try:
+        with open(image, "rb") as fh:
+            head = fh.read(0x10000)
+    except IsADirectoryError:
+        raise KernelError(f"{image} is a directory, not a kernel image") from None
+    except FileNotFoundError:
+        raise KernelError(f"{image} does not exist") from None
+    except OSError as exc:
+        raise KernelError(f"{image} cannot be read: {exc.strerror}") from None
+    if head[:4] == b"\x7fELF":
+        return None  # vmlinux: QEMU boots it through its PVH note
+    # x86 boot protocol: "HdrS" at 0x202; the 16-bit pointer at 0x20E,
+    # plus 0x200, is where the NUL-terminated version string starts.
+    if len(head) < 0x210 or head[0x202:0x206] != b"HdrS":
+        raise KernelError(f"{image} is not a Linux kernel image (no bzImage header, not ELF)")
+    offset = int.from_bytes(head[0x20E:0x210], "little") + 0x200
+    if offset >= len(head) or offset == 0x200:
+        return None
+    text = head[offset:offset + 200].split(b"\0", 1)[0].decode("ascii", "replace")
+    return text.split()[0] if text.split() else None
+
+
+def check_kernel(image: Path, modules_dir: Path) -> str:
+    """Validate a kernel a user names: its version (from the modules dir,
+    checked against the image's own when it says one)."""
+    for what, path in (("kernel image", image), ("modules directory", modules_dir)):
+        if not path.is_absolute():
+            raise KernelError(f"the {what} must be an absolute path")
+    if not image.is_file():
+        raise KernelError(f"{image} is not a file" if image.exists() else f"{image} does not exist")
+    if not os.access(image, os.R_OK):
+        raise KernelError(f"{image} is not readable by kdevweb")
+    announced = image_version(image)
+    if not modules_dir.is_dir():
+        raise KernelError(f"{modules_dir} is not a directory (run make modules_install INSTALL_MOD_PATH=…)")
+    if not (modules_dir / "modules.dep").is_file():
+        raise KernelError(f"{modules_dir} has no modules.dep: not a modules directory (…/lib/modules/<version>)")
+    version = modules_dir.name
+    if announced is not None and announced != version:
+        # The guest mounts the parent on /lib/modules and looks for $(uname -r).
+        raise KernelError(f"the image is version {announced} but the modules directory is named {version}; "
+                          "the guest would not find its modules")
+    return version

@@ -1,0 +1,416 @@
+"""The host agent: parent and watcher of one host's QEMUs and virtiofsds.
+
+Runs as root (virtiofsd's namespace sandbox needs it; it is the only
+privileged part of kdevweb) as ``manage.py hostagent --host NAME``. One
+thread waits on the host's Redis list (guests.hostrequests) and wakes the
+main loop through a pipe; the main loop waits on that pipe and on every
+guest's QMP socket and pidfd at once (runtime.watch), so a QEMU's death is
+seen the moment it happens. It acts only on what the guest row says
+(``pending_action`` + ``request_id``), re-checking paths from the row
+(shares under the host's roots, disk paths under its disk dir) before use.
+
+Processes run in sessions of their own: killing the agent leaves guests
+running, and a restarted agent re-adopts them from their pid files and QMP
+sockets (``_adopt_all``), recording as crashed those that ended meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import select
+import shutil
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from guests import hostrequests
+from guests.runtime import process
+from guests.runtime.accel import probe_accel
+from guests.runtime.bootspec import BootSpecError, read_bootspec
+from guests.runtime.disks import DiskError, create_disk
+from guests.runtime.launch import (AdoptedGuest, AdoptError, LaunchError, RunningGuest, ShareSource, adopt_guest,
+                                   start_guest)
+from guests.runtime.qemu import Disk, GuestSpec, RunDir, Share, SpecError
+from guests.runtime.shares import ShareError, resolve_share
+from guests.runtime.state import Event, InvalidTransition, State, transition
+from guests.runtime.watch import GuestWatcher
+from guests.vm_models import ACTIVE_STATES, Action, Guest, GuestEvent, Host
+
+log = logging.getLogger("kdevweb.hostagent")
+
+SCAN_EVERY = 2.0  # seconds: rows with a request whose wake-up was lost; heartbeat
+FORCE_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a QEMU being forced off
+
+
+def group_name(lab_id: int) -> str:
+    return f"guests-{lab_id}"
+
+
+def publish(lab_id: int, guest_id: int) -> None:
+    """Tell open pages the guest row changed (best effort: pages also re-read)."""
+    try:
+        async_to_sync(get_channel_layer().group_send)(group_name(lab_id),
+                                                      {"type": "guest.changed", "guest": guest_id})
+    except Exception as exc:
+        log.warning("publish for guest %s failed: %s", guest_id, exc)
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail_lines(path: Path, lines: int = 40, max_bytes: int = 16384) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - max_bytes))
+            data = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.replace("\r", "").splitlines()[-lines:])
+
+
+@dataclass
+class Managed:
+    guest_id: int
+    run_dir: RunDir
+    watcher: GuestWatcher
+    owned: RunningGuest | AdoptedGuest
+    kill_at: float | None = None  # SIGKILL a forced-off QEMU that ignores SIGTERM
+
+
+class HostAgent:
+    def __init__(self, host_name: str, *, stop_timeout: float = 60.0, probe: bool = True) -> None:
+        self.host = Host.objects.get(name=host_name)
+        self.stop_timeout = stop_timeout
+        self.probe = probe
+        self.managed: dict[int, Managed] = {}
+        self.requests: queue.Queue[hostrequests.Request] = queue.Queue()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        self.stopping = threading.Event()
+
+    # -- wiring ----------------------------------------------------------------
+
+    def wake(self) -> None:
+        try:
+            os.write(self.wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def request_stop(self, *_args) -> None:
+        self.stopping.set()
+        self.wake()
+
+    def _listen(self) -> None:
+        """Thread: BLPOP the host's list; well-formed requests go to the loop."""
+        conn = None
+        while not self.stopping.is_set():
+            try:
+                if conn is None:
+                    conn = hostrequests.redis()
+                item = conn.blpop([self.host.request_queue], timeout=1)
+            except Exception as exc:  # Redis down or restarting: the row scan covers meanwhile
+                log.warning("request list unavailable (%s); retrying", exc)
+                conn = None
+                self.stopping.wait(1.0)
+                continue
+            if item is None:
+                continue
+            request = hostrequests.decode(item[1])
+            if request is None:
+                log.warning("ignored a malformed request on %s", self.host.request_queue)
+                continue
+            self.requests.put(request)
+            self.wake()
+
+    def run(self) -> None:
+        Path(self.host.run_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.probe:
+            result = probe_accel()
+            Host.objects.filter(pk=self.host.pk).update(accel=result.accel, accel_reason=result.reason[:400],
+                                                        accel_probed=timezone.now())
+            self.host.refresh_from_db()
+            log.info("accelerator: %s (%s)", result.accel, result.reason)
+        self._adopt_all()
+        listener = threading.Thread(target=self._listen, name="requests", daemon=True)
+        listener.start()
+        last_scan = 0.0
+        log.info("host agent for %s running (%d guests adopted)", self.host.name, len(self.managed))
+        while not self.stopping.is_set():
+            fds = [self.wake_r]
+            for item in self.managed.values():
+                fds += item.watcher.filenos()
+            try:
+                select.select(fds, [], [], 1.0)
+            except (OSError, ValueError):
+                pass  # a watcher closed its fd meanwhile: look again
+            try:
+                while os.read(self.wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+            try:
+                self._watch()
+                while not self.requests.empty():
+                    request = self.requests.get_nowait()
+                    self._act(request.guest, request.request)
+                if time.monotonic() - last_scan >= SCAN_EVERY:
+                    last_scan = time.monotonic()
+                    self._scan()
+            except Exception:
+                log.exception("host agent loop")
+                connection.close()  # a broken database connection reconnects next time
+                self.stopping.wait(0.5)
+        # Leave the guests running: their processes are in their own
+        # sessions, and the next agent adopts them.
+        for item in self.managed.values():
+            item.watcher.close()
+        log.info("host agent for %s stopped; %d guests left running", self.host.name, len(self.managed))
+
+    # -- recording -------------------------------------------------------------
+
+    def _event(self, guest: Guest, kind: str, text: str = "") -> None:
+        GuestEvent.objects.create(guest=guest, kind=kind, text=text[:4000], source="agent", state=guest.state)
+
+    def _apply(self, guest: Guest, event: Event) -> None:
+        try:
+            outcome = transition(State(guest.state), event, stopping_expected=guest.stopping_expected)
+        except InvalidTransition as exc:
+            self._event(guest, event.kind, f"ignored: {exc}")
+            return
+        guest.state = outcome.state.value
+        guest.stopping_expected = outcome.stopping_expected
+        if event.kind == "exited":
+            run = RunDir(self.host.guest_run_dir(guest.pk))
+            guest.exit_status = event.returncode
+            guest.exit_text = outcome.note[:200]
+            guest.stopped = timezone.now()
+            guest.qemu_pid = None
+            guest.stop_deadline = None
+            if guest.state in (State.CRASHED.value, State.FAILED.value):
+                guest.stderr_tail = tail_lines(run.qemu_stderr, 30)
+                guest.serial_tail = tail_lines(run.serial_log, 40)
+            if guest.pending_action in (Action.STOP, Action.FORCE_OFF):
+                guest.pending_action = ""
+        if event.kind == "started":
+            guest.started = timezone.now()
+        guest.save()
+        self._event(guest, event.kind, outcome.note or event.detail)
+        publish(guest.lab_id, guest.pk)
+
+    # -- watching --------------------------------------------------------------
+
+    def _watch(self) -> None:
+        for guest_id, item in list(self.managed.items()):
+            events = item.watcher.poll(0)
+            if item.kill_at is not None and time.monotonic() > item.kill_at and not item.watcher.exited:
+                self._signal(item, signal.SIGKILL)
+                item.kill_at = None
+            if not events:
+                continue
+            guest = Guest.objects.filter(pk=guest_id).first()
+            for event in events:
+                if guest is not None:
+                    self._apply(guest, event)
+            if item.watcher.exited:
+                self._cleanup(item)
+                if guest is not None and guest.pending_action == Action.DELETE:
+                    self._delete(guest)
+
+    def _cleanup(self, item: Managed) -> None:
+        """After QEMU ended: its virtiofsds, pid files and sockets."""
+        item.watcher.close()
+        self.managed.pop(item.guest_id, None)
+        item.owned.stop(grace=2.0)
+        for name in ("qmp.sock", "serial.sock", "console.sock"):
+            (item.run_dir.path / name).unlink(missing_ok=True)
+
+    def _signal(self, item: Managed, sig: int) -> None:
+        if isinstance(item.owned, RunningGuest):
+            if item.owned.qemu.poll() is None:
+                item.owned.qemu.send_signal(sig)
+        else:
+            item.owned.qemu.signal(sig)
+
+    # -- requests --------------------------------------------------------------
+
+    def _scan(self) -> None:
+        close_old_connections()
+        Host.objects.filter(pk=self.host.pk).update(agent_seen=timezone.now())
+        for guest in Guest.objects.filter(host=self.host).exclude(pending_action=""):
+            self._act(guest.pk, guest.request_id)
+        now = timezone.now()
+        for guest in Guest.objects.filter(host=self.host, state=State.STOPPING.value, stop_deadline__lt=now):
+            item = self.managed.get(guest.pk)
+            self._event(guest, "force off", f"no shutdown within {self.stop_timeout:g} s: forcing it off")
+            Guest.objects.filter(pk=guest.pk).update(stop_deadline=None)
+            if item is not None:
+                self._force_off(item)
+
+    def _act(self, guest_id: int, request_id: str) -> None:
+        guest = Guest.objects.select_related("build", "kernel", "lab").filter(pk=guest_id, host=self.host).first()
+        if guest is None or not guest.pending_action or guest.request_id != request_id:
+            return  # another host's guest, done already, or superseded by a newer request
+        action = guest.pending_action
+        if action != Action.DELETE:
+            # Cleared first: a request that fails is recorded, never retried forever.
+            Guest.objects.filter(pk=guest.pk, request_id=request_id).update(pending_action="")
+            guest.pending_action = ""
+        item = self.managed.get(guest.pk)
+        if action == Action.START:
+            self._start(guest)
+        elif action == Action.STOP and item is not None:
+            self._powerdown(guest, item)
+        elif action == Action.FORCE_OFF and item is not None:
+            self._force_off(item)
+        elif action == Action.REBOOT and item is not None:
+            try:
+                item.owned.qmp.execute("system_reset")
+            except Exception as exc:
+                self._event(guest, "reboot", f"QEMU did not reset: {exc}")
+        elif action == Action.DELETE:
+            if item is not None:
+                self._force_off(item)  # _watch deletes once QEMU is gone
+            else:
+                self._delete(guest)
+        elif action in (Action.STOP, Action.FORCE_OFF) and guest.state in ACTIVE_STATES:
+            # Nothing of ours runs for it (e.g. its start failed meanwhile).
+            self._apply(guest, Event("exited", returncode=None))
+
+    def _powerdown(self, guest: Guest, item: Managed) -> None:
+        try:
+            item.owned.qmp.execute("system_powerdown")
+        except Exception as exc:
+            self._event(guest, "shutdown", f"ACPI shutdown could not be sent ({exc}); forcing off")
+            self._force_off(item)
+            return
+        deadline = timezone.now() + timedelta(seconds=self.stop_timeout)
+        Guest.objects.filter(pk=guest.pk).update(stop_deadline=deadline)
+
+    def _force_off(self, item: Managed) -> None:
+        self._signal(item, signal.SIGTERM)
+        item.kill_at = time.monotonic() + FORCE_GRACE
+
+    def _delete(self, guest: Guest) -> None:
+        run = self.host.guest_run_dir(guest.pk)
+        shutil.rmtree(run, ignore_errors=True)
+        if guest.delete_disks:
+            shutil.rmtree(self.host.guest_disk_dir(guest.pk), ignore_errors=True)
+        lab_id, guest_id = guest.lab_id, guest.pk
+        guest.delete()
+        publish(lab_id, guest_id)
+
+    def _fail(self, guest: Guest, message: str) -> None:
+        guest.error = message[:4000]
+        guest.save(update_fields=["error"])
+        self._apply(guest, Event("failed", detail=message[:4000]))
+
+    def _spec(self, guest: Guest) -> tuple[GuestSpec, dict[str, ShareSource], Path]:
+        """The QEMU spec from the row, every path re-checked (raises ValueError-like errors)."""
+        boot = read_bootspec(guest.build.out_path)
+        kernel = guest.kernel
+        image, modules = Path(kernel.image), Path(kernel.modules_dir)
+        if not image.is_file():
+            raise LaunchError(f"the kernel image {image} is gone")
+        if not modules.is_dir():
+            raise LaunchError(f"the kernel's modules directory {modules} is gone")
+        run = RunDir(self.host.guest_run_dir(guest.pk))
+        disks = []
+        disk_dir = self.host.guest_disk_dir(guest.pk)
+        for disk in guest.disks.all():
+            path = disk_dir / f"{disk.serial}.qcow2"
+            if Path(disk.path) != path:
+                raise LaunchError(f"disk {disk.serial}: unexpected path {disk.path}")
+            if not path.exists():
+                disk_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                create_disk(path, disk.size_mib)
+            disks.append(Disk(path, serial=disk.serial))
+        sources, shares = {}, []
+        for share in guest.shares.all():
+            # Again now: a directory may have been swapped for a symlink since creation.
+            sources[share.tag] = ShareSource(resolve_share(share.host_path, self.host.roots), share.read_only)
+            shares.append(Share(share.tag, run.virtiofsd_socket(share.tag)))
+        spec = GuestSpec(kernel=image, initrd=boot.initrd, init=boot.init, boot_params=boot.kernel_params,
+                         run_dir=run, memory_mib=guest.memory_mib, vcpus=guest.vcpus,
+                         accel="kvm" if self.host.accel == "kvm" else "tcg", name=guest.name, disks=tuple(disks),
+                         shares=tuple(shares), ssh_port=free_loopback_port(), extra_cmdline=guest.extra_cmdline)
+        return spec, sources, modules.parent
+
+    def _start(self, guest: Guest) -> None:
+        if guest.state != State.STARTING.value:
+            return
+        if guest.pk in self.managed:
+            self._fail(guest, "its QEMU is still running")
+            return
+        try:
+            spec, sources, modules_root = self._spec(guest)
+            for name in ("serial.log", "console.log", "qemu.stderr"):
+                (spec.run_dir.path / name).unlink(missing_ok=True)
+            running = start_guest(spec, modules_root=modules_root, shares=sources)
+        except (BootSpecError, LaunchError, SpecError, ShareError, DiskError, OSError) as exc:
+            self._fail(guest, f"{type(exc).__name__.replace('Error', ' error')}: {exc}")
+            return
+        watcher = GuestWatcher(running.qmp, popen=running.qemu)
+        self.managed[guest.pk] = Managed(guest.pk, spec.run_dir, watcher, running)
+        guest.refresh_from_db()
+        guest.qemu_pid = running.qemu.pid
+        guest.ssh_port = spec.ssh_port
+        guest.accel = spec.accel
+        guest.save(update_fields=["qemu_pid", "ssh_port", "accel"])
+        self._apply(guest, Event("started"))
+        if guest.state == State.STOPPING.value:  # a stop came in while it started
+            self._powerdown(guest, self.managed[guest.pk])
+
+    # -- adoption --------------------------------------------------------------
+
+    def _adopt_all(self) -> None:
+        for guest in Guest.objects.filter(host=self.host, state__in=ACTIVE_STATES):
+            run = RunDir(self.host.guest_run_dir(guest.pk))
+            try:
+                adopted = adopt_guest(run)
+            except AdoptError as exc:
+                # Another agent for this host still holds it: leave it alone.
+                self._event(guest, "adopt", f"could not adopt: {exc}")
+                continue
+            if adopted is None:
+                self._reap_leftovers(run)
+                if guest.state == State.STARTING.value and not (run.qemu_pid.exists() or guest.qemu_pid):
+                    continue  # its start request is still pending: the scan starts it
+                self._apply(guest, Event("exited", returncode=None, detail="ended while the host agent was down"))
+                self._event(guest, "adopt", "QEMU ended while the host agent was not running")
+                continue
+            watcher = GuestWatcher(adopted.qmp, record=adopted.qemu)
+            self.managed[guest.pk] = Managed(guest.pk, run, watcher, adopted)
+            self._event(guest, "adopt", f"re-adopted QEMU pid {adopted.qemu.pid} and "
+                                        f"{len(adopted.virtiofsds)} virtiofsd")
+            if guest.state == State.STARTING.value:
+                self._apply(guest, Event("started"))
+            if guest.state == State.STOPPING.value and guest.stop_deadline is None:
+                self._powerdown(guest, self.managed[guest.pk])
+
+    @staticmethod
+    def _reap_leftovers(run: RunDir) -> None:
+        if not run.path.is_dir():
+            return
+        for pid_file in run.path.glob("virtiofsd-*.pid"):
+            record = process.read_pid_file(pid_file)
+            if record is not None:
+                process.terminate_record(record, 2.0)
+            pid_file.unlink(missing_ok=True)
+        for sock in run.path.glob("*.sock"):
+            sock.unlink(missing_ok=True)
+        run.qemu_pid.unlink(missing_ok=True)

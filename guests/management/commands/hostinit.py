@@ -1,0 +1,48 @@
+"""Register this machine as the default host with Debian's kernel (idempotent).
+
+Run by scripts/setup. The host's run dir is <data dir>/guests; users may
+share directories under KDEVWEB_SHARE_ROOTS (default <data dir>/shares).
+"""
+
+import os
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from guests import guest_services
+from guests.runtime.kernel import debian_kernels
+from guests.vm_models import Host, Kernel
+
+
+class Command(BaseCommand):
+    help = "Create the default host and register Debian's newest kernel as its default kernel (idempotent)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="default")
+        parser.add_argument("--run-dir", default="")
+        parser.add_argument("--memory-mib", type=int, default=0, help="memory budget (default: half the RAM)")
+
+    def handle(self, *args, host, run_dir, memory_mib, **options):
+        data = Path(settings.DATA_DIR)
+        if not memory_mib:
+            memory_mib = max(1024, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (2 << 20))
+        roots = os.getenv("KDEVWEB_SHARE_ROOTS", str(data / "shares")).replace(",", "\n")
+        with transaction.atomic():
+            row, created = Host.objects.get_or_create(
+                name=host, defaults={"run_dir": run_dir or str(data / "guests" / host),
+                                     "memory_budget_mib": memory_mib, "share_roots": roots})
+        self.stdout.write(f"{'Created' if created else 'Host'} {row.name}: run dir {row.run_dir}, "
+                          f"budget {row.memory_budget_mib} MiB")
+        kernels = debian_kernels()
+        if not kernels:
+            self.stdout.write("No Debian kernel in /boot (apt-get install linux-image-amd64).")
+            return
+        newest = kernels[-1]
+        if Kernel.objects.filter(host=row, image=str(newest.image)).exists():
+            return
+        kernel = guest_services.kernel_add(host=row, name=f"debian-{newest.version}", image=str(newest.image),
+                                           modules_dir=str(newest.modules_dir), user=None,
+                                           is_default=not row.kernels.filter(is_default=True).exists())
+        self.stdout.write(f"Registered kernel {kernel}.")

@@ -1,0 +1,279 @@
+"""Guests end to end with real QEMU (TCG): service -> host agent -> QEMU.
+
+Boots are slow under load (10-40 s each), so one test walks a guest's
+whole life with two boots: start (virtiofs store, modules and a share; a
+disk written), ACPI shutdown, roll back to the earlier build, start again
+(the disk kept its data), kill -9 of the agent (the guest keeps running,
+a new agent re-adopts it), kill -9 of QEMU (crashed within 2 s, virtiofsd
+gone), delete (nothing left, disks too when asked). A second agent on the
+same machine handles a second host's guest meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from guests import guest_services as gs
+from guests.runtime.virtiofsd import VIRTIOFSD
+from guests.vm_models import Guest, GuestEvent
+from tests.guest_helpers import (KERNELS, cleanup, config_with_revisions, fake_build, fake_out_path, make_host,
+                                 short_dir)
+from tests.procs import manage, wait_for
+from tests.test_standin_boot import NIX, Console, build_guest
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+needs_host = pytest.mark.skipif(
+    not KERNELS or not NIX or not os.access(VIRTIOFSD, os.X_OK) or os.geteuid() != 0,
+    reason="needs a Debian kernel, nix, /usr/lib/qemu/virtiofsd and root",
+)
+
+
+def state(guest: Guest) -> str:
+    return Guest.objects.get(pk=guest.pk).state
+
+
+def wait_state(guest: Guest, wanted: str, timeout: float) -> Guest:
+    def check():
+        row = Guest.objects.filter(pk=guest.pk).first()
+        assert row is not None, "guest row vanished"
+        if row.state in ("failed", "crashed") and wanted not in ("failed", "crashed"):
+            raise AssertionError(f"guest {row.state}: {row.error or row.exit_text}\n{row.stderr_tail}\n"
+                                 f"{row.serial_tail}")
+        return row if row.state == wanted else None
+    return wait_for(check, timeout, 0.05, f"state {wanted}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def pids_of(run: Path) -> list[int]:
+    return [int(p.read_text().split()[0]) for p in run.glob("*.pid")]
+
+
+def agent(name: str, tmp_path: Path):
+    return manage(["hostagent", "--host", name, "--no-probe", "--stop-timeout", "30"],
+                  log=tmp_path / f"agent-{name}-{time.monotonic_ns()}.log")
+
+
+@needs_host
+def test_guest_life(tmp_path, users, lab, settings):
+    base = short_dir()
+    shares = base / "shares"
+    (shares / "src").mkdir(parents=True)
+    (shares / "src" / "token").write_text("share-token-51c9\n")
+    agents = []
+    try:
+        host = make_host("h1", base, roots=[str(shares)])
+        other = make_host("h2", base, roots=[str(shares)])
+        config = config_with_revisions(lab, users["operator"], ["g-one", "g-two"])
+        r2, r1 = list(config.revisions.all())[:2]
+        b1 = fake_build(lab, r1, users["operator"], str(build_guest(base / "b1", r1.settings)))
+        b2 = fake_build(lab, r2, users["operator"], str(build_guest(base / "b2", r2.settings)))
+        kernel = host.kernels.get()
+        guest = gs.guest_create(lab=lab, build=b2, name="g", host=host, kernel=kernel, memory_mib=512, vcpus=1,
+                                disk_sizes={"/mnt/scratch": 64}, share_paths={"src": (str(shares / "src"), True)},
+                                user=users["operator"])
+        # Second agent, second host: a guest whose "kernel" is not one fails there, clearly.
+        bogus = base / "not-a-kernel"
+        bogus.write_bytes(b"\0" * 4096)
+        bad_kernel = other.kernels.get()
+        bad = gs.guest_create(lab=lab, build=b1, name="bad", host=other, kernel=bad_kernel, memory_mib=256,
+                              vcpus=1, share_paths={"src": (str(shares / "src"), True)}, user=users["operator"])
+        type(bad_kernel).objects.filter(pk=bad_kernel.pk).update(image=str(bogus))
+
+        agents.append(agent("h1", tmp_path))
+        agents.append(agent("h2", tmp_path))
+        requested = time.monotonic()
+        gs.guest_start(guest=guest, user=users["operator"])
+        with pytest.raises(ValidationError, match="already starting"):
+            gs.guest_start(guest=guest, user=users["admin"])  # double click: one QEMU
+        gs.guest_start(guest=bad, user=users["operator"])
+        bad = wait_state(bad, "failed", 30)
+        assert "QEMU" in bad.error or "kernel" in bad.error.lower(), bad.error
+        run = host.guest_run_dir(guest.pk)
+        row = wait_state(guest, "running", 60)
+        assert row.ssh_port and row.qemu_pid and row.accel == "tcg"
+        print(f"\nstart request -> running: {time.monotonic() - requested:.2f} s")
+
+        # Boot 1 (build #2): banner, the share, the disk by its serial.
+        console = Console(run / "serial.sock")
+        console.expect(r"kdevweb-standin: g-two ready", timeout=120)
+        console.expect(r"\]# ", timeout=10)
+        # The stand-in's initrd does not load virtio_blk (helper A's area): load it from the modules share.
+        console.send("cat /mnt/src/token; modprobe virtio_blk; sleep 1; cat /sys/block/vda/serial; echo")
+        console.expect(r"share-token-51c9", timeout=20)
+        console.expect(r"scratch0", timeout=10)
+        console.send("echo disk-token-77ab | dd of=/dev/vda bs=512 count=1 conv=sync 2>/dev/null; sync; echo wrote-$?")
+        console.expect(r"wrote-0", timeout=20)
+        console.send("echo mounts-$(grep -c ' virtiofs ' /proc/mounts)")
+        console.expect(r"mounts-3", timeout=20)  # store, modules, src
+        console.close()
+        gs.guest_stop(guest=guest, user=users["operator"])
+        row = wait_state(guest, "stopped", 60)
+        assert row.exit_status == 0 and not pids_of(run)
+
+        # Roll back to build #1 and boot it: the disk kept its data.
+        with pytest.raises(ValidationError, match="already runs"):
+            gs.guest_rollback(guest=row, build=b2, user=users["operator"])
+        gs.guest_rollback(guest=row, build=b1, user=users["operator"])
+        gs.guest_start(guest=row, user=users["operator"])
+        wait_state(guest, "running", 60)
+        console = Console(run / "serial.sock")
+        console.expect(r"kdevweb-standin: g-one ready", timeout=120)
+        console.expect(r"\]# ", timeout=10)
+        console.send("modprobe virtio_blk; sleep 1; head -c 15 /dev/vda; echo")
+        console.expect(r"disk-token-77ab", timeout=20)
+        console.close()
+
+        # kill -9 of the agent: the guest keeps running; a new agent adopts it.
+        qemu_pid = Guest.objects.get(pk=guest.pk).qemu_pid
+        os.kill(agents[0].pid, signal.SIGKILL)  # the agent alone (Proc.kill9 would take its children too)
+        agents[0].popen.wait(10)
+        time.sleep(1)
+        assert alive(qemu_pid) and state(guest) == "running"
+        agents[0] = agent("h1", tmp_path)
+        wait_for(lambda: GuestEvent.objects.filter(guest=guest, kind="adopt", text__contains="re-adopted").exists(),
+                 30, what="re-adoption")
+        assert state(guest) == "running" and alive(qemu_pid)
+        assert Guest.objects.get(pk=guest.pk).qemu_pid == qemu_pid
+
+        # kill -9 of QEMU: crashed within 2 s, its virtiofsd gone.
+        daemons = [pid for pid in pids_of(run) if pid != qemu_pid]
+        assert len(daemons) == 3
+        os.kill(qemu_pid, signal.SIGKILL)
+        killed = time.monotonic()
+        row = wait_state(guest, "crashed", 5)
+        assert time.monotonic() - killed < 2.0
+        assert "SIGKILL" in row.exit_text or "ended" in row.exit_text
+        assert "Linux version" in row.serial_tail or row.serial_tail
+        wait_for(lambda: not any(alive(pid) for pid in daemons), 5, what="virtiofsd gone")
+
+        # Delete with disks: nothing of the guest remains.
+        disk_dir = host.guest_disk_dir(guest.pk)
+        assert (disk_dir / "scratch0.qcow2").exists()
+        gs.guest_delete(guest=row, user=users["operator"], delete_disks=True)
+        wait_for(lambda: not Guest.objects.filter(pk=guest.pk).exists(), 15, what="row deleted")
+        assert not run.exists() and not disk_dir.exists()
+        left = [p for p in Path(host.run_dir).rglob("*") if p.is_file() or p.is_socket()]
+        assert left == [], left
+        assert all(not alive(pid) for pid in [qemu_pid, *daemons])
+    finally:
+        for proc in agents:
+            proc.stop()
+        # Anything a failed test left running.
+        for pid_file in base.rglob("*.pid"):
+            try:
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        cleanup(base)
+
+
+@pytest.mark.django_db
+def test_bad_inputs_are_refused_clearly(tmp_path, users, lab, config):
+    if not KERNELS:
+        pytest.skip("needs a Debian kernel")
+    base = short_dir()
+    try:
+        roots = base / "roots"
+        (roots / "ok").mkdir(parents=True)
+        host = make_host("h", base, roots=[str(roots)], budget=1024)
+        kernel = host.kernels.get()
+        out = fake_out_path(base / "out")
+        build = fake_build(lab, config.latest, users["operator"], out)
+        make = dict(lab=lab, build=build, host=host, kernel=kernel, user=users["operator"])
+        with pytest.raises(ValidationError, match="one line without control characters"):
+            gs.guest_create(name="a", extra_cmdline="quiet\ninit=/bin/sh", **make)
+        with pytest.raises(ValidationError, match="longer than the kernel's limit"):
+            gs.guest_create(name="a", extra_cmdline="x" * 3000, **make)
+        with pytest.raises(ValidationError, match="1–63 letters"):
+            gs.guest_create(name="../x", **make)
+        with pytest.raises(ValidationError, match="between 128 MiB"):
+            gs.guest_create(name="a", memory_mib=4096, **make)
+        failed = fake_build(lab, config.latest, users["operator"], out, status="failed")
+        with pytest.raises(ValidationError, match="has not succeeded"):
+            gs.guest_create(**{**make, "build": failed}, name="a")
+        assert not Guest.objects.exists()
+
+        g1 = gs.guest_create(name="g1", memory_mib=768, **make)
+        g2 = gs.guest_create(name="g2", memory_mib=512, **make)
+        gs.guest_start(guest=g1, user=users["operator"])
+        with pytest.raises(ValidationError, match="memory budget"):
+            gs.guest_start(guest=g2, user=users["operator"])
+        assert state(g2) == "defined"
+        # Garbage-collected build output: refused before anything starts.
+        Guest.objects.filter(pk=g1.pk).update(state="stopped", pending_action="")
+        (base / "out" / "initrd").unlink()
+        with pytest.raises(ValidationError, match="gone .garbage-collected"):
+            gs.guest_start(guest=g1, user=users["operator"])
+        fake_out_path(base / "out")
+        # Missing kernel.
+        type(kernel).objects.filter(pk=kernel.pk).update(image=str(base / "vmlinuz-gone"))
+        with pytest.raises(ValidationError, match="kernel image .* is gone"):
+            gs.guest_start(guest=g1, user=users["operator"])
+        assert state(g1) == "stopped"
+    finally:
+        cleanup(base)
+
+
+@pytest.mark.django_db
+def test_shares_must_be_under_the_host_roots(users, lab):
+    if not KERNELS:
+        pytest.skip("needs a Debian kernel")
+    from guests import services
+    from tests.helpers import sample_settings
+
+    base = short_dir()
+    try:
+        roots = base / "roots"
+        (roots / "ok").mkdir(parents=True)
+        (base / "outside").mkdir()
+        (roots / "escape").symlink_to(base / "outside")
+        host = make_host("h", base, roots=[str(roots)])
+        config = services.configuration_create(
+            lab=lab, name="shared", user=users["operator"],
+            settings=sample_settings(shares={"/mnt/src": {"tag": "src", "options": []}}))
+        build = fake_build(lab, config.latest, users["operator"], fake_out_path(base / "out"))
+        make = dict(lab=lab, build=build, host=host, kernel=host.kernels.get(), user=users["operator"])
+        for path, message in [(str(base / "outside"), "not under an allowed share root"),
+                              (str(roots / "escape"), "not under an allowed share root"),
+                              (str(roots / "ok" / ".." / ".." / "outside"), "not under an allowed share root"),
+                              ("relative/path", "must be absolute"), ("", "needs a host directory")]:
+            with pytest.raises(ValidationError, match=message):
+                gs.guest_create(name="s", share_paths={"src": (path, False)}, **make)
+        guest = gs.guest_create(name="s", share_paths={"src": (str(roots / "ok"), False)}, **make)
+        assert guest.shares.get().host_path == str(roots / "ok")
+        # Swapped for a symlink after creation: refused at start too.
+        (roots / "ok").rmdir()
+        (roots / "ok").symlink_to(base / "outside")
+        with pytest.raises(ValidationError, match="not under an allowed share root"):
+            gs.guest_start(guest=guest, user=users["operator"])
+        assert state(guest) == "defined"
+    finally:
+        cleanup(base)
+
+
+def test_request_messages_are_strict():
+    from guests.hostrequests import Request, decode, encode
+
+    good = Request(3, "start", "a" * 32)
+    assert decode(encode(good)) == good
+    for raw in ['{"guest": 3, "action": "rm -rf /", "request": "%s"}' % ("a" * 32),
+                '{"guest": "3", "action": "start", "request": "%s"}' % ("a" * 32),
+                '{"guest": 3, "action": "start", "request": "x"}',
+                '{"guest": 3, "action": "start", "request": "%s", "path": "/"}' % ("a" * 32),
+                "not json", b"\xff", "[]"]:
+        assert decode(raw) is None, raw
+    assert re.fullmatch(r"[0-9a-f]{32}", good.request)
