@@ -190,3 +190,23 @@ def test_racing_lab_create_through_the_view_is_a_form_error(monkeypatch, client_
     assert sorted(r.status_code for r in results) == [302, 400], results
     bad = next(r for r in results if r.status_code == 400)
     assert "exists already" in bad.content.decode()
+
+
+def test_racing_configuration_create_gives_one_configuration_and_a_form_error(monkeypatch, lab, users):
+    from guests.models import Configuration
+    from tests.helpers import sample_settings
+
+    met = meet(monkeypatch, Configuration.objects, "create")
+    results, _ = race(*[
+        lambda: services.configuration_create(lab=lab, name="twin", settings=sample_settings(), user=users["operator"])
+        for _ in range(2)
+    ])
+    made = [r for r in results if isinstance(r, Configuration)]
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert len(made) == 1 and len(errors) == 1, results
+    assert isinstance(errors[0], ValidationError), results
+    assert "already has a configuration named" in errors[0].messages[0]
+    config = Configuration.objects.get(lab=lab, name="twin")
+    assert list(config.revisions.values_list("number", flat=True)) == [1]
+    if postgres():
+        assert met == [True, True], "the two creates did not overlap"
