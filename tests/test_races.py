@@ -210,3 +210,19 @@ def test_racing_configuration_create_gives_one_configuration_and_a_form_error(mo
     assert list(config.revisions.values_list("number", flat=True)) == [1]
     if postgres():
         assert met == [True, True], "the two creates did not overlap"
+
+
+def test_two_saves_at_once_get_consecutive_revision_numbers(monkeypatch, config, users):
+    from guests.models import Revision
+    from tests.helpers import sample_settings
+
+    paused(monkeypatch, Revision, "save")
+    results, took = race(*[
+        lambda i=i: services.revision_create(configuration=config, settings=sample_settings(), extra_module="",
+                                             message=f"save {i}", user=users["operator"])
+        for i in range(2)
+    ])
+    assert all(isinstance(r, Revision) for r in results), results
+    assert sorted(r.number for r in results) == [2, 3]
+    # The second waited for the first's lock on the configuration.
+    assert max(took) >= 1.5 * PAUSE, took
