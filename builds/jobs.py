@@ -22,7 +22,8 @@ from guests.flake import write_files
 
 from . import logstore, nixcmd, nixlog
 from .models import Build, Status
-from .services import build_finish
+from .scheduling import build_claim
+from .services import build_finish, build_wake
 from .stream import Publisher, publish_status
 
 log = logging.getLogger(__name__)
@@ -33,16 +34,14 @@ PROGRESS_EVERY = 0.2  # seconds between progress messages to the browser
 
 
 def build_run(build_id: int) -> str:
-    """RQ entry point. Returns the final status (RQ keeps it as the result)."""
+    """RQ entry point: run the fairest eligible queued build (``build_id``
+    only says which start enqueued this token; builds/scheduling.py).
+    Returns the final status (RQ keeps it as the result)."""
     close_old_connections()
-    now = timezone.now()
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    claimed = Build.objects.filter(pk=build_id, status=Status.QUEUED).update(
-        status=Status.RUNNING, started=now, heartbeat=now, worker=worker
-    )
-    if not claimed:
-        return "skipped: not queued"  # cancelled (or reaped) before a worker got to it
-    build = Build.objects.select_related("revision").get(pk=build_id)
+    build = build_claim(worker=worker)
+    if build is None:
+        return "skipped: nothing eligible"  # cancelled, or every waiting lab at its limit
     return BuildRunner(build).run()
 
 
@@ -139,7 +138,7 @@ class BuildRunner:
             # Recorded while the watchdog still heartbeats, so the reaper
             # never mistakes a slow finish for a dead worker.
             build_finish(build_id=self.build.pk, status=status, progress=self.progress.snapshot(),
-                         log_lines=self.writer.count, from_lost=True, **fields)
+                         log_lines=self.writer.count, from_lost=True, wake=False, **fields)
             self.stopping.set()
             watchdog.join(5)
             self.publisher.close()
@@ -148,6 +147,7 @@ class BuildRunner:
         # Readers handle the switch from `log` to `log.gz` at any moment.
         logstore.compress(self.workdir)
         logstore.compress(self.workdir, logstore.RAW)
+        build_wake()  # this lab's slot is free: a token for whatever waits
         if status == Status.SUCCEEDED and fields.get("out_path"):
             self.measure(fields["out_path"])
         return status

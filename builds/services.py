@@ -8,18 +8,18 @@ works for every kind of RQ worker and on any host.
 
 import logging
 import shutil
+import uuid
 from datetime import timedelta
 
 import django_rq
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
 
 from guests import flake
 from guests.models import Revision
 
+from . import scheduling
 from .models import ACTIVE, Build, Status
 
 log = logging.getLogger(__name__)
@@ -29,22 +29,32 @@ def build_queue():
     return django_rq.get_queue("default")
 
 
-def _enqueue(build_id: int) -> None:
+def _enqueue(build_id: int, *, job_id: str | None = None) -> None:
+    """Enqueue a run token (builds/scheduling.py: the worker runs the fairest
+    eligible build, not necessarily this one)."""
     # RQ's own timeout is a backstop only: the job enforces BUILD_TIMEOUT
     # itself, so that it can kill nix and record why.
     try:
         build_queue().enqueue(
             "builds.jobs.build_run",
             build_id,
-            job_id=f"build-{build_id}",
+            job_id=job_id or f"build-{build_id}",
             job_timeout=settings.BUILD_TIMEOUT + 120,
             result_ttl=3600,
             failure_ttl=86400,
         )
     except Exception as exc:  # Redis unreachable: say so on the build, not with a 500
         log.error("could not enqueue build %s: %s", build_id, exc)
-        build_finish(build_id=build_id, status=Status.FAILED,
-                     error=f"Could not queue the build: the queue (Redis) is unreachable ({exc}). Retry later.")
+        if job_id is None:
+            build_finish(build_id=build_id, status=Status.FAILED, error=(
+                f"Could not queue the build: the queue (Redis) is unreachable ({exc}). Retry later."))
+
+
+def build_wake() -> None:
+    """A slot may have freed: one more token while builds wait."""
+    waiting = Build.objects.filter(status=Status.QUEUED).order_by("created", "id").values_list("pk", flat=True).first()
+    if waiting is not None:
+        _enqueue(waiting, job_id=f"build-{waiting}-{uuid.uuid4().hex[:8]}")
 
 
 def build_start(*, revision: Revision, user, retry_of: Build | None = None) -> Build:
@@ -66,14 +76,16 @@ def build_retry(*, build: Build, user) -> Build:
 
 
 def build_finish(
-    *, build_id: int, status: str, from_lost: bool = False, only_from: set[str] | None = None, **fields
+    *, build_id: int, status: str, from_lost: bool = False, only_from: set[str] | None = None, wake: bool = True,
+    **fields,
 ) -> bool:
     """Move a build to a terminal status unless it already is in one.
 
     Returns False when another party (cancel, reaper) finished it first, so
     the outcome is recorded exactly once. The job itself passes
     ``from_lost``: a build the reaper gave up on (a stalled heartbeat) that
-    did finish after all gets its real outcome.
+    did finish after all gets its real outcome. ``wake=False``: the caller
+    calls :func:`build_wake` itself (the job does, once its log is stored).
     """
     now = timezone.now()
     allowed = only_from or (ACTIVE | {Status.LOST} if from_lost else ACTIVE)
@@ -82,6 +94,8 @@ def build_finish(
         from .stream import publish_status
 
         publish_status(build_id)
+        if wake:
+            transaction.on_commit(build_wake)
     return bool(updated)
 
 
@@ -92,11 +106,7 @@ def build_cancel(*, build: Build) -> None:
     moment either sees it cancelled (and skips it) or owns it (and is asked).
     """
     if build_finish(build_id=build.pk, status=Status.CANCELLED, only_from={Status.QUEUED}):
-        try:
-            Job.fetch(build.job_id, connection=build_queue().connection).cancel()
-        except NoSuchJobError:
-            pass
-        return
+        return  # its token stays queued and runs whatever is fairest then
     Build.objects.filter(pk=build.pk, status=Status.RUNNING).update(cancel_requested=True)
 
 
@@ -115,12 +125,8 @@ def build_delete(*, build: Build) -> None:
 
 
 def queue_position(build: Build) -> int | None:
-    """1-based position of a queued build in the RQ queue, or None."""
-    try:
-        pos = build_queue().get_job_position(build.job_id)
-    except Exception:  # Redis down: the page still renders
-        return None
-    return None if pos is None else pos + 1
+    """1-based position of a queued build in the fair order, or None."""
+    return scheduling.queue_position(build)
 
 
 def builds_reap(*, now=None) -> list[int]:
@@ -137,12 +143,12 @@ def builds_reap(*, now=None) -> list[int]:
     for pk in running:
         if build_finish(build_id=pk, status=Status.LOST, error="The worker running this build stopped responding."):
             reaped.append(pk)
-    queued = Build.objects.filter(status=Status.QUEUED, created__lt=stale)
-    connection = build_queue().connection
-    for build in queued:
-        if not Job.exists(build.job_id, connection=connection):
-            if build_finish(build_id=build.pk, status=Status.LOST, error="The queued job disappeared from Redis."):
-                reaped.append(build.pk)
+    # Builds wait without a job of their own (tokens, builds/scheduling.py).
+    # Waiting builds and no job queued (Redis lost its data, or a token was
+    # dropped): add one, rather than leave them waiting forever.
+    if Build.objects.filter(status=Status.QUEUED, created__lt=stale).exists() and build_queue().count == 0:
+        log.warning("builds are waiting but no job is queued: adding one")
+        build_wake()
     if reaped:
         log.warning("reaped lost builds: %s", reaped)
     return reaped

@@ -228,6 +228,9 @@ CACHES = {
 BUILD_TIMEOUT = envint("BUILD_TIMEOUT", str(6 * 3600))
 # A running build whose worker stopped heartbeating for this long is `lost`.
 BUILD_LOST_AFTER = envint("BUILD_LOST_AFTER", "30")
+# At most this many builds of one lab run at once; waiting builds start in
+# fair order across labs (builds/scheduling.py).
+BUILDS_PER_LAB = envint("BUILDS_PER_LAB", "2")
 BUILDS_DIR = Path(os.getenv("KDEVWEB_BUILDS_DIR", str(DATA_DIR / "builds")))
 # Pass --offline to nix: no substituters, cached flake inputs never expire.
 # The machines kdevweb was built on have no network; set False where
