@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import guest_views, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -20,4 +20,17 @@ urlpatterns = [
         views.config_download,
         name="revision-download",
     ),
+    path("labs/<slug:lab_slug>/guests/", guest_views.guest_list, name="guest-list"),
+    path("labs/<slug:lab_slug>/guests/new/", guest_views.guest_new, name="guest-new"),
+    path("labs/<slug:lab_slug>/guests/<int:guest_id>/", guest_views.guest_detail, name="guest"),
+    path("labs/<slug:lab_slug>/guests/<int:guest_id>/start/", guest_views.guest_start, name="guest-start"),
+    path("labs/<slug:lab_slug>/guests/<int:guest_id>/stop/", guest_views.guest_stop, name="guest-stop"),
+    path("labs/<slug:lab_slug>/guests/<int:guest_id>/force-off/", guest_views.guest_force_off,
+         name="guest-force-off"),
+    path("labs/<slug:lab_slug>/guests/<int:guest_id>/reboot/", guest_views.guest_reboot, name="guest-reboot"),
+    path("labs/<slug:lab_slug>/guests/<int:guest_id>/rollback/", guest_views.guest_rollback,
+         name="guest-rollback"),
+    path("labs/<slug:lab_slug>/guests/<int:guest_id>/delete/", guest_views.guest_delete, name="guest-delete"),
+    path("labs/<slug:lab_slug>/kernels/", guest_views.kernel_list, name="kernel-list"),
+    path("labs/<slug:lab_slug>/kernels/add/", guest_views.kernel_add, name="kernel-add"),
 ]

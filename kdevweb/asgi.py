@@ -16,11 +16,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs apps loaded)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from builds.routing import websocket_urlpatterns  # noqa: E402
+from guests.routing import websocket_urlpatterns as guest_websockets  # noqa: E402
 from kdevweb.wsorigin import SameOriginValidator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns + guest_websockets))),
     }
 )

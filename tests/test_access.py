@@ -42,8 +42,21 @@ def ids(lab, config, users):
 
     build = Build.objects.create(lab=lab, revision=config.latest, created_by=users["operator"], attr="toplevel")
     member = Membership.objects.get(lab=lab, user=users["viewer"])
+    guest = _guest(lab, config, users)
     return {"lab_slug": lab.slug, "config_id": config.pk, "number": 1, "build_id": build.pk,
-            "member_id": member.pk}
+            "member_id": member.pk, "guest_id": guest.pk}
+
+
+def _guest(lab, config, users):
+    """A defined guest row (no host agent runs: requests only get recorded)."""
+    from guests.vm_models import Guest, Host, Kernel
+
+    host = Host.objects.create(name="access-host", run_dir="/nonexistent/kdevweb-access")
+    kernel = Kernel.objects.create(host=host, name="k", image="/nonexistent/vmlinuz", modules_dir="/nonexistent",
+                                   version="0")
+    build = Build.objects.create(lab=lab, revision=config.latest, created_by=users["operator"], attr="toplevel",
+                                 status="succeeded", out_path="/nonexistent/out")
+    return Guest.objects.create(lab=lab, name="g", configuration=config, build=build, host=host, kernel=kernel)
 
 
 def test_every_route_is_classified():
@@ -93,7 +106,7 @@ def test_roles_below_the_minimum_are_refused(client_for, users, ids, role):
 @pytest.mark.django_db
 def test_viewer_reads_lab_pages(client_for, users, ids):
     client = client_for(users["viewer"])
-    for name in ("lab", "config", "build-list", "build"):
+    for name in ("lab", "config", "build-list", "build", "guest-list", "guest", "kernel-list"):
         route = next(r for n, r, _ in _routes() if n == name)
         assert client.get(_url(route, ids)).status_code == 200, name
 
@@ -107,7 +120,8 @@ def test_state_never_changes_on_get(client_for, users, ids):
     before = (Configuration.objects.count(), Membership.objects.count(), Build.objects.count())
     for name, route, _ in _routes():
         if name in {"member-add", "member-role", "member-remove", "config-clone", "build-start",
-                    "build-cancel", "build-retry", "lab-new", "build-delete"}:
+                    "build-cancel", "build-retry", "lab-new", "build-delete", "guest-start", "guest-stop",
+                    "guest-force-off", "guest-reboot", "guest-rollback", "guest-delete", "kernel-add"}:
             assert client.get(_url(route, ids)).status_code == 405, name
     assert before == (Configuration.objects.count(), Membership.objects.count(), Build.objects.count())
 

@@ -1,0 +1,167 @@
+"""Guest and kernel pages. Thin: forms validate, guests.guest_services acts,
+guests.selectors reads. Lifecycle buttons POST to one view per action."""
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from builds.models import Build
+
+from . import guest_services as services
+from . import selectors
+from .access import lab_view, role_at_least
+from .guest_forms import GuestForm, KernelForm
+from .models import Configuration, Role
+
+
+def _is_operator(request) -> bool:
+    return role_at_least(request.lab_role, Role.OPERATOR)
+
+
+@lab_view(Role.VIEWER)
+def guest_list(request, lab):
+    guests = list(selectors.guest_list(lab=lab))
+    return render(request, "guests/guest_list.html", {
+        "lab": lab, "guests": guests, "summaries": [selectors.guest_summary(g) for g in guests],
+        "is_operator": _is_operator(request), "builds": selectors.succeeded_builds(lab=lab)[:20],
+    })
+
+
+def _chosen_build(request, lab):
+    """The build to run: ?build=<id>, or ?config=<id>'s latest succeeded build."""
+    source = request.POST if request.method == "POST" else request.GET
+    if source.get("build", "").isdigit():
+        return get_object_or_404(Build.objects.select_related("revision__configuration"), lab=lab,
+                                 pk=int(source["build"]))
+    if source.get("config", "").isdigit():
+        config = get_object_or_404(Configuration, lab=lab, pk=int(source["config"]))
+        build = selectors.latest_succeeded(configuration=config)
+        if build is None:
+            messages.error(request, f"{config.name} has no succeeded build yet; build it first.")
+        return build
+    return None
+
+
+@lab_view(Role.OPERATOR)
+def guest_new(request, lab):
+    build = _chosen_build(request, lab)
+    if build is None:
+        if not messages.get_messages(request):
+            messages.info(request, "Choose a succeeded build to run.")
+        return redirect("guest-list", lab_slug=lab.slug)
+    form = GuestForm(request.POST if request.method == "POST" else None, build=build,
+                     initial={"name": build.revision.configuration.name[:50]})
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.is_valid():
+            d = form.cleaned_data
+            try:
+                guest = services.guest_create(
+                    lab=lab, build=build, name=d["name"], host=d["host"], kernel=d["kernel"],
+                    memory_mib=d["memory_mib"], vcpus=d["vcpus"], extra_cmdline=d["extra_cmdline"],
+                    disk_sizes=form.disk_sizes(), share_paths=form.share_paths(), user=request.user)
+                messages.success(request, f"Created guest {guest.name}; press Start to boot it.")
+                return redirect("guest", lab_slug=lab.slug, guest_id=guest.pk)
+            except ValidationError as exc:
+                for message in exc.messages:
+                    form.add_error(None, message)
+    return render(request, "guests/guest_form.html", {"lab": lab, "form": form, "build": build}, status=status)
+
+
+@lab_view(Role.VIEWER)
+def guest_detail(request, lab, guest_id):
+    guest = selectors.guest_get(lab=lab, guest_id=guest_id)
+    return render(request, "guests/guest_detail.html", {
+        "lab": lab, "guest": guest, "summary": selectors.guest_summary(guest, events=True),
+        "disks": guest.disks.all(), "shares": guest.shares.all(), "is_operator": _is_operator(request),
+        "builds": selectors.succeeded_builds(lab=lab, configuration=guest.configuration).exclude(pk=guest.build_id),
+    })
+
+
+def _act(request, lab, guest_id, what, done):
+    guest = selectors.guest_get(lab=lab, guest_id=guest_id)
+    try:
+        what(guest)
+        messages.success(request, done.format(name=guest.name))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("guest", lab_slug=lab.slug, guest_id=guest.pk)
+
+
+@lab_view(Role.OPERATOR)
+@require_POST
+def guest_start(request, lab, guest_id):
+    return _act(request, lab, guest_id, lambda g: services.guest_start(guest=g, user=request.user),
+                "Starting {name}.")
+
+
+@lab_view(Role.OPERATOR)
+@require_POST
+def guest_stop(request, lab, guest_id):
+    return _act(request, lab, guest_id, lambda g: services.guest_stop(guest=g, user=request.user),
+                "Asked {name} to shut down (ACPI); it is forced off if it does not.")
+
+
+@lab_view(Role.OPERATOR)
+@require_POST
+def guest_force_off(request, lab, guest_id):
+    return _act(request, lab, guest_id, lambda g: services.guest_force_off(guest=g, user=request.user),
+                "Forcing {name} off.")
+
+
+@lab_view(Role.OPERATOR)
+@require_POST
+def guest_reboot(request, lab, guest_id):
+    return _act(request, lab, guest_id, lambda g: services.guest_reboot(guest=g, user=request.user),
+                "Rebooting {name}.")
+
+
+@lab_view(Role.OPERATOR)
+@require_POST
+def guest_rollback(request, lab, guest_id):
+    raw = request.POST.get("build", "")
+    build = Build.objects.filter(lab=lab, pk=int(raw)).first() if raw.isdigit() else None
+    if build is None:
+        messages.error(request, "Choose a build of this configuration.")
+        return redirect("guest", lab_slug=lab.slug, guest_id=guest_id)
+    return _act(request, lab, guest_id, lambda g: services.guest_rollback(guest=g, build=build, user=request.user),
+                f"{{name}} will run build #{build.pk} from its next start.")
+
+
+@lab_view(Role.OPERATOR)
+@require_POST
+def guest_delete(request, lab, guest_id):
+    guest = selectors.guest_get(lab=lab, guest_id=guest_id)
+    try:
+        services.guest_delete(guest=guest, user=request.user, delete_disks=request.POST.get("disks") == "delete")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("guest", lab_slug=lab.slug, guest_id=guest.pk)
+    messages.success(request, f"Deleting {guest.name}.")
+    return redirect("guest-list", lab_slug=lab.slug)
+
+
+@lab_view(Role.VIEWER)
+def kernel_list(request, lab):
+    return render(request, "guests/kernel_list.html", {
+        "lab": lab, "kernels": selectors.kernels(), "form": KernelForm(), "is_operator": _is_operator(request)})
+
+
+@lab_view(Role.OPERATOR)
+@require_POST
+def kernel_add(request, lab):
+    form = KernelForm(request.POST)
+    if form.is_valid():
+        d = form.cleaned_data
+        try:
+            kernel = services.kernel_add(host=d["host"], name=d["name"], image=d["image"],
+                                         modules_dir=d["modules_dir"], user=request.user)
+            messages.success(request, f"Added kernel {kernel}.")
+            return redirect("kernel-list", lab_slug=lab.slug)
+        except ValidationError as exc:
+            for message in exc.messages:
+                form.add_error(None, message)
+    return render(request, "guests/kernel_list.html", {
+        "lab": lab, "kernels": selectors.kernels(), "form": form, "is_operator": True}, status=400)
