@@ -55,7 +55,9 @@ def instance():
         wait_for(lambda: _http_ok(port) or proc.popen.poll() is not None, 240, interval=0.5,
                  what="scripts/run to serve")
         assert proc.popen.poll() is None, "scripts/run exited:\n" + proc.output()
-        yield {"port": port, "redis_port": redis_port, "data": data, "proc": proc}
+        # Removed at the first login with it: keep it for the tests here.
+        admin_password = (data / "admin-password").read_text().strip()
+        yield {"port": port, "redis_port": redis_port, "data": data, "proc": proc, "admin_password": admin_password}
     finally:
         proc.stop()
         for pid in descendants(proc.pid):
@@ -111,13 +113,13 @@ def test_a_local_user_cannot_enqueue_without_the_redis_password(instance):
     assert "AuthenticationError" in proc.stderr, proc.stderr[-2000:]
 
 
-def _session(port: int, data: Path):
+def _session(instance):
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{instance['port']}"
     opener.open(base + "/login/").read()
     token = next(c.value for c in jar if c.name == "csrftoken")
-    password = (data / "admin-password").read_text().strip()
+    password = instance["admin_password"]
     body = urllib.parse.urlencode({"username": "admin", "password": password, "csrfmiddlewaretoken": token})
     opener.open(urllib.request.Request(base + "/login/", data=body.encode(), headers={"Referer": base + "/login/"}))
     return opener, jar, base
@@ -125,7 +127,7 @@ def _session(port: int, data: Path):
 
 def test_data_at_rest_is_private_after_a_real_build(instance):
     data = instance["data"]
-    opener, jar, base = _session(instance["port"], data)
+    opener, jar, base = _session(instance)
     page = opener.open(base + "/labs/demo/").read().decode()
     config = re.search(r"/labs/demo/configs/(\d+)/", page).group(1)
     token = next(c.value for c in jar if c.name == "csrftoken")
@@ -179,3 +181,20 @@ def test_foreign_host_and_unknown_pages_show_no_internals(instance):
     assert exc.value.code == 404
     body = exc.value.read().decode()
     assert "URLconf" not in body and "labs/<slug" not in body
+
+
+def test_no_page_shows_the_redis_password(instance):
+    data = instance["data"]
+    password = (data / "redis-password").read_text().strip()
+    opener, _, base = _session(instance)
+    assert not (data / "admin-password").exists(), "the first password outlived the first login"
+    seen = 0
+    for path in ("/", "/labs/demo/", "/admin/", "/admin/django_rq/queue/", "/admin/django_rq/queue/0/",
+                 "/labs/demo/builds/"):
+        try:
+            body = opener.open(base + path).read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode(errors="replace")
+        assert password not in body, path
+        seen += "6" in body or "127.0.0.1" in body
+    assert seen
