@@ -83,6 +83,27 @@ def tail_lines(path: Path, lines: int = 40, max_bytes: int = 16384) -> str:
     return "\n".join(data.replace("\r", "").splitlines()[-lines:])
 
 
+def keep_sqlite_owned() -> None:
+    """The agent runs as root but SQLite's -wal/-shm files must stay the
+    service user's: if root created them, the web tier could no longer write."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if "sqlite" not in db["ENGINE"] or os.geteuid() != 0:
+        return
+    try:
+        owner = os.stat(db["NAME"])
+    except OSError:
+        return
+    for suffix in ("-wal", "-shm", "-journal"):
+        try:
+            st = os.stat(f"{db['NAME']}{suffix}")
+            if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
+                os.chown(f"{db['NAME']}{suffix}", owner.st_uid, owner.st_gid)
+        except OSError:
+            pass
+
+
 @dataclass
 class Managed:
     guest_id: int
@@ -146,6 +167,7 @@ class HostAgent:
             self.host.refresh_from_db()
             log.info("accelerator: %s (%s)", result.accel, result.reason)
         self._adopt_all()
+        keep_sqlite_owned()
         listener = threading.Thread(target=self._listen, name="requests", daemon=True)
         listener.start()
         last_scan = 0.0
@@ -164,6 +186,7 @@ class HostAgent:
             except BlockingIOError:
                 pass
             try:
+                keep_sqlite_owned()
                 self._watch()
                 while not self.requests.empty():
                     request = self.requests.get_nowait()

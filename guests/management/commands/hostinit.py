@@ -25,6 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--memory-mib", type=int, default=0, help="memory budget (default: half the RAM)")
 
     def handle(self, *args, host, run_dir, memory_mib, **options):
+        say = self.stdout.write if options["verbosity"] >= 1 else (lambda _text: None)
         data = Path(settings.DATA_DIR)
         if not memory_mib:
             memory_mib = max(1024, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (2 << 20))
@@ -33,11 +34,11 @@ class Command(BaseCommand):
             row, created = Host.objects.get_or_create(
                 name=host, defaults={"run_dir": run_dir or str(data / "guests" / host),
                                      "memory_budget_mib": memory_mib, "share_roots": roots})
-        self.stdout.write(f"{'Created' if created else 'Host'} {row.name}: run dir {row.run_dir}, "
+        say(f"{'Created' if created else 'Host'} {row.name}: run dir {row.run_dir}, "
                           f"budget {row.memory_budget_mib} MiB")
         kernels = debian_kernels()
         if not kernels:
-            self.stdout.write("No Debian kernel in /boot (apt-get install linux-image-amd64).")
+            say("No Debian kernel in /boot (apt-get install linux-image-amd64).")
             return
         newest = kernels[-1]
         if Kernel.objects.filter(host=row, image=str(newest.image)).exists():
@@ -45,4 +46,4 @@ class Command(BaseCommand):
         kernel = guest_services.kernel_add(host=row, name=f"debian-{newest.version}", image=str(newest.image),
                                            modules_dir=str(newest.modules_dir), user=None,
                                            is_default=not row.kernels.filter(is_default=True).exists())
-        self.stdout.write(f"Registered kernel {kernel}.")
+        say(f"Registered kernel {kernel}.")
