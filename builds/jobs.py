@@ -15,10 +15,12 @@ import time
 import traceback
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from guests.flake import write_files
+from guests.validators import validate_source_location
 
 from . import logstore, nixcmd, nixlog
 from .models import Build, Status
@@ -152,7 +154,26 @@ class BuildRunner:
             self.measure(fields["out_path"])
         return status
 
+    def refused_sources(self) -> list[str]:
+        """Sources outside what settings allow now (a revision saved before a
+        rule or an ALLOWED_SOURCE_ROOTS change): nix must not fetch them."""
+        settings_ = self.build.revision.settings or {}
+        urls = [settings_.get("nixosFlakeUrl") or ""]
+        for value in (settings_.get("sourceOverrides") or {}).values():
+            urls.append(value.get("url", "") if isinstance(value, dict) else str(value))
+        refused = []
+        for url in filter(None, urls):
+            try:
+                validate_source_location(url)
+            except ValidationError as exc:
+                refused += exc.messages
+        return refused
+
     def build_and_inspect(self, flake_dir) -> dict:
+        refused = self.refused_sources()
+        if refused:
+            self.emit(["kdevweb: not building: " + m for m in refused])
+            return {"status": Status.FAILED, "error": "Not built: " + " ".join(refused)}
         argv = nixcmd.build_argv(
             flake_dir=str(flake_dir), attr=self.build.attr, out_link=str(self.workdir / "result"),
             offline=settings.NIX_OFFLINE,

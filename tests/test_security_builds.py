@@ -65,3 +65,19 @@ def test_extra_module_cannot_read_a_root_only_file(users, lab, workers, root_sec
         if p.is_file() and token in p.read_text(errors="replace"):
             leaked.append(p)
     assert not leaked, f"the secret reached the store: {leaked}"
+
+
+def test_a_saved_path_source_outside_the_allowed_roots_is_not_fetched(users, lab, workers, root_secret):
+    """A revision saved before the rule (or before an admin narrowed
+    ALLOWED_SOURCE_ROOTS) still carries its source: the build refuses it
+    before nix copies the file into the world-readable store."""
+    path, token = root_secret
+    marker = time.time()
+    config = make_config(lab, users["operator"], sourceOverrides={"fio": {"url": f"path:{path}", "input": "fio-src"}})
+    workers()
+    build = finished(services.build_start(revision=config.latest, user=users["operator"]))
+    assert build.status == Status.FAILED and "outside the directories" in build.error
+    text = log_text(build)
+    assert token not in text and token not in build.error
+    leaked = [p for p in store_paths_since(marker) if p.is_file() and token in p.read_text(errors="replace")]
+    assert not leaked, f"the secret reached the store: {leaked}"
