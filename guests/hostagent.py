@@ -249,6 +249,10 @@ class HostAgent:
             for event in events:
                 if guest is not None:
                     self._apply(guest, event)
+            if guest is not None and guest.state == State.CRASHED.value and not item.watcher.exited:
+                # A guest kernel panic leaves QEMU running: end it, so the
+                # guest can be started again and its virtiofsd stop.
+                self._force_off(item)
             if item.watcher.exited:
                 self._cleanup(item)
                 if guest is not None and guest.pending_action == Action.DELETE:
@@ -385,7 +389,7 @@ class HostAgent:
                 (spec.run_dir.path / name).unlink(missing_ok=True)
             running = start_guest(spec, modules_root=modules_root, shares=sources)
         except (BootSpecError, LaunchError, SpecError, ShareError, DiskError, OSError) as exc:
-            self._fail(guest, f"{type(exc).__name__.replace('Error', ' error')}: {exc}")
+            self._fail(guest, f"The start failed: {exc}")
             return
         watcher = GuestWatcher(running.qmp, popen=running.qemu)
         self.managed[guest.pk] = Managed(guest.pk, spec.run_dir, watcher, running)

@@ -68,7 +68,7 @@ def agent(name: str, tmp_path: Path):
 
 
 @needs_host
-def test_guest_life(tmp_path, users, lab, settings):
+def test_guest_life(tmp_path, users, lab, redis_control):
     base = short_dir()
     shares = base / "shares"
     (shares / "src").mkdir(parents=True)
@@ -148,6 +148,16 @@ def test_guest_life(tmp_path, users, lab, settings):
                  30, what="re-adoption")
         assert state(guest) == "running" and alive(qemu_pid)
         assert Guest.objects.get(pk=guest.pk).qemu_pid == qemu_pid
+
+        # Redis restarts while the guest runs: state still right, and a
+        # request whose wake-up message was lost is found by the agent's scan.
+        redis_control.restart()
+        time.sleep(1)
+        assert state(guest) == "running" and alive(qemu_pid)
+        gs.guest_reboot(guest=guest, user=users["operator"])
+        wait_for(lambda: GuestEvent.objects.filter(guest=guest, kind="reset", source="agent").exists(), 15,
+                 what="the agent's reset event")
+        assert state(guest) == "running" and alive(qemu_pid)
 
         # kill -9 of QEMU: crashed within 2 s, its virtiofsd gone.
         daemons = [pid for pid in pids_of(run) if pid != qemu_pid]
@@ -277,3 +287,54 @@ def test_request_messages_are_strict():
                 "not json", b"\xff", "[]"]:
         assert decode(raw) is None, raw
     assert re.fullmatch(r"[0-9a-f]{32}", good.request)
+
+
+@pytest.mark.django_db
+def test_agent_records_failures_found_at_start(users, lab, config):
+    """What changed between the service's checks and the agent's start
+    (a garbage-collected initrd, a share swapped for a symlink) fails the
+    start with the reason; nothing stays `starting`, nothing is started."""
+    if not KERNELS:
+        pytest.skip("needs a Debian kernel")
+    from guests import services
+    from guests.hostagent import HostAgent
+    from tests.helpers import sample_settings
+
+    base = short_dir()
+    try:
+        roots = base / "roots"
+        (roots / "src").mkdir(parents=True)
+        (base / "outside").mkdir()
+        host = make_host("h", base, roots=[str(roots)])
+        shared = services.configuration_create(
+            lab=lab, name="shared", user=users["operator"],
+            settings=sample_settings(shares={"/mnt/src": {"tag": "src", "options": []}}))
+        out = base / "out"
+        build = fake_build(lab, shared.latest, users["operator"], fake_out_path(out))
+        make = dict(lab=lab, build=build, host=host, kernel=host.kernels.get(), user=users["operator"],
+                    share_paths={"src": (str(roots / "src"), False)})
+        gc = gs.guest_create(name="gc", **make)
+        other = fake_build(lab, shared.latest, users["operator"], fake_out_path(base / "out2"))
+        swapped = gs.guest_create(name="swapped", **{**make, "build": other})
+        gs.guest_start(guest=gc, user=users["operator"])
+        gs.guest_start(guest=swapped, user=users["operator"])
+        (out / "initrd").unlink()  # collected after the Start press
+        (roots / "src").rename(roots / "src-old")
+        (roots / "src").symlink_to(base / "outside")
+        agent = HostAgent("h", probe=False)
+        for guest in (gc, swapped):
+            agent._act(guest.pk, Guest.objects.get(pk=guest.pk).request_id)
+        gc, swapped = Guest.objects.get(pk=gc.pk), Guest.objects.get(pk=swapped.pk)
+        assert gc.state == "failed" and "garbage-collected" in gc.error, gc.error
+        assert swapped.state == "failed" and "not under an allowed share root" in swapped.error, swapped.error
+        assert not gc.pending_action and not agent.managed
+        assert not list(Path(host.run_dir).rglob("*.pid"))
+        # A forged or stale request id does nothing.
+        fake_out_path(out)
+        (roots / "src").unlink()
+        (roots / "src-old").rename(roots / "src")
+        gs.guest_start(guest=gc, user=users["operator"])
+        agent._act(gc.pk, "0" * 32)
+        assert Guest.objects.get(pk=gc.pk).state == "starting"
+    finally:
+        cleanup(base)
