@@ -2,7 +2,9 @@
 
 from typing import Any
 
-from . import bootspec, timefmt
+from django.conf import settings
+
+from . import bootspec, scheduling, timefmt
 from .models import TERMINAL, Build, Status
 from .services import queue_position
 
@@ -103,5 +105,10 @@ def build_summary(build: Build) -> dict[str, Any]:
         "cancel_requested": build.cancel_requested,
     }
     if build.status == Status.QUEUED:
-        summary["queue_position"] = queue_position(build)
+        summary["queue_position"] = position = queue_position(build)
+        parts = [f"position {position} in the queue"] if position else []
+        if scheduling.lab_at_limit(build):
+            # Honest: other labs' builds start before it meanwhile.
+            parts.append(f"waits for one of this lab's {settings.BUILDS_PER_LAB} running builds to finish")
+        summary["queue_text"] = f"({'; '.join(parts)})" if parts else ""
     return summary

@@ -38,6 +38,8 @@ def test_a_lab_with_many_builds_does_not_push_another_back(two_labs, users, sett
     claimed = [scheduling.build_claim(worker="t") for _ in range(4)]
     assert [b.pk if b else None for b in claimed] == [flood[0].pk, late.pk, flood[1].pk, None]
     assert Build.objects.filter(lab=flood[0].lab, status=Status.RUNNING).count() == 2
+    page = client_for(users["operator"]).get(f"/labs/{flood[2].lab.slug}/builds/{flood[2].pk}/").content.decode()
+    assert "(position 1 in the queue; waits for one of this lab&#x27;s 2 running builds to finish)" in page
     # A slot frees up: the lab's next build may start.
     services.build_finish(build_id=flood[0].pk, status=Status.SUCCEEDED)
     assert scheduling.build_claim(worker="t").pk == flood[2].pk

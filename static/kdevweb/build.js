@@ -132,7 +132,7 @@
     status.className = "status-" + b.status;
     document.title = b.status_label + " · Build #" + b.id + " · kdevweb";
     window.kdevwebLog.status = b.status;
-    set("queue", b.queue_position ? "(position " + b.queue_position + " in the queue)" : "");
+    set("queue", b.queue_text || "");
     set("phase", b.phase);
     if (b.started && !startedAt) startedAt = new Date(b.started);
     setTime("started-at", b.started, b.times.started);
