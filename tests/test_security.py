@@ -241,3 +241,14 @@ def test_download_of_a_non_latin1_name_uses_rfc6266(client_for, users, lab):
     header.encode("latin-1")  # a valid header at all
     assert header.startswith("attachment;") and "filename*=utf-8''" in header.lower()
     assert "%D0%B3%D0%BE%D1%81%D1%82%D1%8C-ext4" in header
+
+
+def test_csrf_failure_page_is_in_the_layout(users):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(users["admin"])
+    resp = client.post("/labs/new/", {"name": "x", "slug": "x"})
+    assert resp.status_code == 403
+    page = resp.content.decode()
+    assert "The form could not be accepted" in page and 'class="brand"' in page and "CSRF_" not in page
