@@ -116,6 +116,11 @@ def start_guest(
         for daemon in started:  # side by side: the slowest sets the delay, not the sum
             daemon.wait_ready(timeout)
         run.qmp_socket.unlink(missing_ok=True)
+        # A new file per QEMU rather than QEMU truncating the old one: the
+        # console relay may still be reading the previous boot's tail from
+        # it (guests/runtime/relay.py).
+        run.serial_log.unlink(missing_ok=True)
+        run.console_log.unlink(missing_ok=True)
         try:
             qemu = process.spawn(argv, stderr_path=run.qemu_stderr, pid_path=run.qemu_pid)
         except OSError as exc:

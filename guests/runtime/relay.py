@@ -1,0 +1,357 @@
+"""The console relay: the one client of a guest console's chardev socket.
+
+QEMU's socket chardev serves one client, and output while none is attached
+reaches only its ``logfile=``. So one relay per console (started by the
+host agent, next to the guest's processes) holds the connection for the
+guest's whole life and:
+
+* appends every byte to the transcript (:mod:`.transcript`, one file per
+  boot, console offsets that continue across boots);
+* publishes the bytes with their offsets to the console's Redis Stream
+  (:mod:`.offsetstream`: pipelined XADD, trimmed to a window; a publish
+  that fails is not retried — readers fill gaps by range request);
+* answers range requests from its transcript (viewers on other machines);
+* writes operators' input, read in order from the input stream, to the
+  guest. Input is never dropped silently: input older than ``STALE_INPUT``
+  (queued while no relay ran) or that cannot be written is reported on the
+  event stream instead.
+
+It reconnects when the socket goes away (QEMU restarted, guest rebooted
+with ``-no-reboot``). A boot is one QEMU instance, identified by the
+socket's inode: a restarted relay resumes the open boot if QEMU is the
+same one, else it ends that boot (compressed) and begins another. Given
+QEMU's ``logfile=`` it takes the output from there (exact across relay
+restarts; see :meth:`ConsoleRelay._open_logfile`), else from the socket.
+
+Who may type and which terminal answers queries is decided by the web
+side (it knows the users); the relay writes what reaches the input stream.
+
+Django-free; asyncio. ``python -m guests.runtime.relay --help`` runs one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from guests.runtime import offsetstream
+from guests.runtime.offsetstream import StreamKeys
+from guests.runtime.transcript import TranscriptWriter, read_range
+
+log = logging.getLogger(__name__)
+
+# Input queued longer than this (e.g. while no relay ran) is not typed
+# into the guest hours later: it is reported as dropped.
+STALE_INPUT = 10.0
+# Pending output kept for Redis while a publish is in flight or failing;
+# past it the relay stops buffering (readers fill the gap from disk).
+MAX_PENDING = 16 * 1024 * 1024
+HEARTBEAT = 1.0
+
+
+@dataclass
+class RelayStats:
+    received: int = 0
+    published: int = 0
+    publish_failures: int = 0
+    input_bytes: int = 0
+    input_dropped: int = 0
+    connects: int = 0
+
+
+class ConsoleRelay:
+    def __init__(self, *, socket_path: Path, transcript_dir: Path, redis: Any, keys: StreamKeys,
+                 logfile: Path | None = None, window: int = offsetstream.WINDOW,
+                 reconnect_interval: float = 0.2) -> None:
+        self.socket_path = Path(socket_path)
+        self.logfile = logfile
+        self.redis = redis
+        self.keys = keys
+        self.window = window
+        self.reconnect_interval = reconnect_interval
+        self.transcript = TranscriptWriter(transcript_dir)
+        self.stats = RelayStats()
+        self._writer: asyncio.StreamWriter | None = None
+        self._connected = asyncio.Event()
+        self._pending: list[tuple[int, bytes]] = []
+        self._pending_bytes = 0
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled (or :meth:`stop`)."""
+        tasks = [asyncio.create_task(coro) for coro in (
+            self._attach_loop(), self._publish_loop(), self._input_loop(),
+            offsetstream.serve_ranges(self.redis, self.keys, self._read_range), self._heartbeat_loop())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._flush_final()
+            self.transcript.close()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._connected.clear()
+        if self._writer is not None:
+            self._writer.close()
+
+    # -- output ------------------------------------------------------------------------
+
+    def _boot_key(self) -> str:
+        st = os.stat(self.socket_path)
+        return f"{st.st_ino}:{st.st_ctime_ns}"
+
+    async def _attach_loop(self) -> None:
+        while not self._stopping:
+            try:
+                key = self._boot_key()
+                reader, writer = await asyncio.open_unix_connection(str(self.socket_path), limit=1 << 20)
+            except OSError:
+                await asyncio.sleep(self.reconnect_interval)
+                continue
+            self.stats.connects += 1
+            boot, resumed = self.transcript.begin(key)
+            log_fh = self._open_logfile(boot.start)
+            self._writer = writer
+            self._connected.set()
+            try:
+                await self._event("boot", boot=boot.boot, offset=boot.start, resumed=int(resumed))
+                await self._pump(reader, log_fh)
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                self._connected.clear()
+                self._writer = None
+                writer.close()
+                if log_fh is not None:
+                    if self._log_is_ours(log_fh, key):
+                        self._follow_log(log_fh)  # what QEMU logged just before it closed
+                    log_fh.close()
+            if self._stopping:
+                return
+            # EOF: QEMU closed the console, i.e. it is exiting. The boot ends
+            # here; a new QEMU (a new socket) begins the next one.
+            ended = self.transcript.end()
+            if ended is not None:
+                await self._event("boot-ended", boot=ended.boot, offset=ended.end)
+            await asyncio.sleep(self.reconnect_interval)
+
+    def _open_logfile(self, boot_start: int):
+        """QEMU's ``logfile=`` for this chardev, positioned after the bytes
+        the transcript has of this boot; None without one.
+
+        With a log file the log is the source of the output and the socket
+        only a wake-up: QEMU writes every byte to the log, client or not
+        (truncating it when it starts), in the order it sends them. So a
+        relay that attaches late or restarts while the guest runs copies
+        exactly what it missed, and no byte is taken twice from the log
+        and the socket.
+        """
+        if self.logfile is None:
+            return None
+        try:
+            fh = open(self.logfile, "rb")
+        except OSError:
+            return None
+        fh.seek(self.transcript.offset - boot_start)
+        self._follow_log(fh)
+        return fh
+
+    def _log_is_ours(self, fh, key: str) -> bool:
+        """Whether ``fh`` still holds this QEMU's log: a new QEMU truncates
+        a log file it finds (no ``logappend``) unless the starter removed it."""
+        try:
+            replaced = os.stat(self.logfile).st_ino != os.fstat(fh.fileno()).st_ino
+            same_qemu = self._boot_key() == key
+        except OSError:
+            return True  # the path is gone: our descriptor still has the old file
+        return replaced or same_qemu
+
+    def _follow_log(self, fh) -> int:
+        data = fh.read()
+        if data:
+            self._output(data)
+        return len(data)
+
+    async def _pump(self, reader: asyncio.StreamReader, log_fh) -> None:
+        if log_fh is None:
+            while data := await reader.read(offsetstream.CHUNK):
+                self._output(data)
+            return
+        while True:
+            try:
+                # A periodic look at the log too: a byte QEMU logged after
+                # the wake-up we already handled is picked up within 50 ms.
+                data = await asyncio.wait_for(reader.read(offsetstream.CHUNK), timeout=0.05)
+            except asyncio.TimeoutError:
+                data = None
+            if data == b"":
+                return
+            got = self._follow_log(log_fh)
+            # QEMU writes the log just after the socket: give it a moment.
+            for delay in (0.0005, 0.002):
+                if got or data is None:
+                    break
+                await asyncio.sleep(delay)
+                got = self._follow_log(log_fh)
+
+    def _output(self, data: bytes) -> None:
+        offset = self.transcript.append(data)
+        self.stats.received += len(data)
+        if self._pending_bytes + len(data) > MAX_PENDING:
+            return  # Redis is not keeping up or down: readers fill from disk
+        self._pending.append((offset, data))
+        self._pending_bytes += len(data)
+        self._wake.set()
+
+    def _take_pending(self) -> list[tuple[int, bytes]]:
+        """Pending output merged into contiguous CHUNK-sized entries."""
+        merged: list[tuple[int, bytes]] = []
+        run_start, run = -1, bytearray()
+        for offset, data in self._pending:
+            if run and offset != run_start + len(run):
+                merged += offsetstream.split(run_start, bytes(run))
+                run = bytearray()
+            if not run:
+                run_start = offset
+            run += data
+        if run:
+            merged += offsetstream.split(run_start, bytes(run))
+        self._pending.clear()
+        self._pending_bytes = 0
+        return merged
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            chunks = self._take_pending()
+            try:
+                await offsetstream.publish(self.redis, self.keys, chunks, window=self.window)
+                self.stats.published += sum(len(d) for _, d in chunks)
+            except Exception as exc:  # noqa: BLE001 - Redis down or stream reset; disk has the bytes
+                self.stats.publish_failures += 1
+                if "equal or smaller" in str(exc):
+                    # The stream is ahead of our transcript (its directory was
+                    # replaced): start the stream over from our offsets.
+                    log.warning("console stream %s is ahead of the transcript; resetting it", self.keys.out)
+                    with contextlib.suppress(Exception):
+                        await self.redis.delete(self.keys.out)
+                else:
+                    log.warning("publishing %s failed (%s); readers will fill from disk", self.keys.out, exc)
+                    await asyncio.sleep(0.5)
+
+    def _flush_final(self) -> None:
+        self._pending.clear()
+
+    async def _read_range(self, start: int, end: int) -> bytes:
+        return await asyncio.to_thread(read_range, self.transcript.directory, start, end)
+
+    # -- input -------------------------------------------------------------------------
+
+    async def _input_loop(self) -> None:
+        # Resume after the last entry a relay wrote (kept in Redis), so input
+        # queued during a relay restart is neither lost nor typed twice.
+        position_key = self.keys.input + ":pos"
+        last = (await self.redis.get(position_key) or b"0-0").decode()
+        while True:
+            got = await self.redis.xread({self.keys.input: last}, count=100, block=1000)
+            for _stream, entries in got or []:
+                for eid, fields in entries:
+                    last = eid.decode()
+                    await self._type(last, fields)
+                    await self.redis.set(position_key, last)
+
+    async def _type(self, eid: str, fields: dict) -> None:
+        data = fields.get(b"d", b"")
+        who = fields.get(b"u", b"?").decode(errors="replace")
+        age = time.time() - int(eid.split("-")[0]) / 1000
+        if age > STALE_INPUT:
+            await self._drop(data, who, f"queued {age:.0f} s ago while no relay ran")
+            return
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout=max(0.1, STALE_INPUT - age))
+        except asyncio.TimeoutError:
+            await self._drop(data, who, "the console is not connected")
+            return
+        writer = self._writer
+        try:
+            assert writer is not None
+            writer.write(data)
+            await writer.drain()
+            self.stats.input_bytes += len(data)
+        except (AssertionError, ConnectionError, OSError):
+            await self._drop(data, who, "the console closed while writing")
+
+    async def _drop(self, data: bytes, who: str, why: str) -> None:
+        self.stats.input_dropped += len(data)
+        log.warning("console input of %d bytes from %s not written: %s", len(data), who, why)
+        await self._event("input-dropped", bytes=len(data), user=who, reason=why)
+
+    # -- events and heartbeat ----------------------------------------------------------
+
+    async def _event(self, kind: str, **fields: object) -> None:
+        try:
+            await self.redis.xadd(self.keys.events, {"type": kind, **{k: str(v) for k, v in fields.items()}},
+                                  maxlen=1000, approximate=True)
+        except Exception as exc:  # noqa: BLE001 - best effort, like publishing
+            log.warning("console event %s not published: %s", kind, exc)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            current = self.transcript.current
+            info = {"head": self.transcript.offset, "connected": self._connected.is_set(),
+                    "boot": current.boot if current else None, "pid": os.getpid(), "host": socket.gethostname()}
+            try:
+                await self.redis.set(self.keys.producer, json.dumps(info), ex=int(HEARTBEAT * 5))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("console heartbeat failed: %s", exc)
+            await asyncio.sleep(HEARTBEAT)
+
+
+def redis_client(url: str, password: str | None = None) -> Any:
+    import redis.asyncio
+
+    # socket_timeout None: blocking reads (XREAD BLOCK, BLPOP) wait longer than any default.
+    return redis.asyncio.Redis.from_url(url, password=password, socket_timeout=None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Relay one guest console (chardev socket) to Redis.")
+    parser.add_argument("--socket", required=True, type=Path, help="QEMU's chardev unix socket")
+    parser.add_argument("--transcript", required=True, type=Path, help="directory of the transcript")
+    parser.add_argument("--guest", required=True, type=int)
+    parser.add_argument("--console", required=True, choices=["ttyS0", "hvc0"])
+    parser.add_argument("--logfile", type=Path, help="QEMU's logfile= for this chardev")
+    parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+
+    async def run() -> None:
+        redis = redis_client(args.redis, os.environ.get("REDIS_PASSWORD"))
+        relay = ConsoleRelay(socket_path=args.socket, transcript_dir=args.transcript, redis=redis,
+                             keys=offsetstream.console_keys(args.guest, args.console), logfile=args.logfile)
+        await relay.run()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

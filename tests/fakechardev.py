@@ -1,0 +1,105 @@
+"""A unix-socket server that behaves like QEMU's socket chardev with
+``server=on,wait=off,logfile=``: one client at a time, every byte the
+"guest" writes goes to the log file, and to the client only while one is
+connected. Optionally echoes input like a tty in cooked mode. Used by the
+relay tests and bench/console_throughput.py.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+
+class FakeChardev:
+    def __init__(self, path: Path, logfile: Path | None = None, *, echo: bool = True) -> None:
+        self.path = Path(path)
+        self.logfile = logfile
+        self.echo = echo
+        self.received = bytearray()
+        self.lock = threading.Lock()
+        self.client: socket.socket | None = None
+        self.connected = threading.Event()
+        self._start()
+
+    def _start(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(self.path))
+        self.listener.listen(1)
+        # QEMU truncates logfile= when it starts (no logappend).
+        self._log = open(self.logfile, "wb") if self.logfile else None
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.client = conn
+            self.connected.set()
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                with self.lock:
+                    self.received += data
+                if self.echo:
+                    self.emit(data)
+            with self.lock:
+                self.client = None
+            self.connected.clear()
+            conn.close()
+
+    def emit(self, data: bytes) -> None:
+        """The guest writes ``data``: to the log always, to the client if any."""
+        with self.lock:
+            if self._log is not None:
+                self._log.write(data)
+                self._log.flush()
+            if self.client is not None:
+                try:
+                    self.client.sendall(data)
+                except OSError:
+                    pass
+
+    def wait_client(self, timeout: float = 10.0) -> None:
+        if not self.connected.wait(timeout):
+            raise TimeoutError("no client connected to the fake chardev")
+
+    def stop(self) -> None:
+        """QEMU exits: the client sees EOF, the socket file stays (refusing)."""
+        self._stop = True
+        with self.lock:
+            if self.client is not None:
+                try:
+                    self.client.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        self.thread.join(5)
+        if self._log is not None:
+            self._log.close()
+        self.connected.clear()
+
+    def restart(self) -> None:
+        """A new QEMU: new socket (new inode), new log (the launcher removes
+        the old one first, see guests/runtime/launch.py)."""
+        self.stop()
+        os.unlink(self.path)
+        if self.logfile is not None:
+            os.unlink(self.logfile)
+        self._start()

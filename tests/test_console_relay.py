@@ -1,0 +1,238 @@
+"""The console relay against real unix sockets (a fake QEMU chardev) and
+the test Redis: every byte in the transcript and to readers, once, in
+order, across QEMU restarts and relay restarts; input in order; ranges
+older than the Redis window served from the relay's disk."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import os
+import secrets
+import time
+
+import pytest
+from django.conf import settings
+
+from guests.runtime import offsetstream, transcript
+from guests.runtime.relay import ConsoleRelay, redis_client
+from tests.fakechardev import FakeChardev
+
+
+def _keys():
+    return offsetstream.console_keys(secrets.randbelow(10**9), "ttyS0")
+
+
+async def _until(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _read_all(redis, keys, offset, total, timeout=20.0):
+    reader = offsetstream.StreamReader(redis, keys, offset)
+    await reader.start()
+    got = bytearray()
+    deadline = time.monotonic() + timeout
+    while len(got) < total and time.monotonic() < deadline:
+        chunks, _ = await reader.read(block_ms=200)
+        for off, data in chunks:
+            assert off == offset + len(got), "a chunk out of order or overlapping"
+            got += data
+    return bytes(got), reader
+
+
+class Harness:
+    def __init__(self, tmp_path, **relay_kwargs):
+        self.tmp = tmp_path
+        self.sock = tmp_path / "serial.sock"
+        self.log = tmp_path / "serial.log"
+        self.dir = tmp_path / "transcript"
+        self.keys = _keys()
+        self.kwargs = relay_kwargs
+        self.chardev = FakeChardev(self.sock, self.log)
+
+    async def emit(self, data):
+        # The relay reads in this thread's event loop: write from another.
+        await asyncio.to_thread(self.chardev.emit, data)
+
+    def relay(self, redis):
+        return ConsoleRelay(socket_path=self.sock, transcript_dir=self.dir, redis=redis, keys=self.keys,
+                            logfile=self.log, reconnect_interval=0.05, **self.kwargs)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_output_reaches_transcript_and_readers_in_order(tmp_path):
+    h = Harness(tmp_path)
+    # Written before any relay is attached: only QEMU's logfile has it.
+    h.chardev.emit(b"early boot\r\n")
+
+    async def main():
+        redis = redis_client(settings.REDIS_URL)
+        relay = h.relay(redis)
+        task = asyncio.create_task(relay.run())
+        await asyncio.to_thread(h.chardev.wait_client)
+        expected = bytearray(b"early boot\r\n")
+        for i in range(200):
+            data = os.urandom(secrets.randbelow(3000) + 1)
+            expected += data
+            await h.emit(data)
+        await _until(lambda: relay.transcript.offset == len(expected), what="transcript")
+        got, _ = await _read_all(redis, h.keys, 0, len(expected))
+        assert got == bytes(expected)
+        # A reader resuming from the middle gets exactly the rest.
+        mid = len(expected) // 3 + 7
+        rest, _ = await _read_all(redis, h.keys, mid, len(expected) - mid)
+        assert rest == bytes(expected[mid:])
+        assert transcript.read_range(h.dir, 0) == bytes(expected)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await redis.aclose()
+
+    run(main())
+
+
+def test_qemu_restart_begins_a_new_boot_and_offsets_continue(tmp_path):
+    h = Harness(tmp_path)
+
+    async def main():
+        redis = redis_client(settings.REDIS_URL)
+        relay = h.relay(redis)
+        task = asyncio.create_task(relay.run())
+        await asyncio.to_thread(h.chardev.wait_client)
+        await h.emit(b"boot one\r\n")
+        await _until(lambda: relay.transcript.offset == 10, what="boot one")
+        await asyncio.to_thread(h.chardev.restart)  # QEMU exits, a new one starts
+        await h.emit(b"boot two, before the relay is back\r\n")
+        await asyncio.to_thread(h.chardev.wait_client)
+        await h.emit(b"boot two live\r\n")
+        total = 10 + 36 + 15
+        await _until(lambda: relay.transcript.offset == total, what="boot two")
+        got, _ = await _read_all(redis, h.keys, 0, total)
+        assert got == b"boot one\r\nboot two, before the relay is back\r\nboot two live\r\n"
+        index = transcript.boots(h.dir)
+        assert [(b.boot, b.start, b.end) for b in index] == [(1, 0, 10), (2, 10, total)]
+        with gzip.open(h.dir / "boot-000001.log.gz") as fh:
+            assert fh.read() == b"boot one\r\n"
+        assert not (h.dir / "boot-000001.log").exists()
+        events = await redis.xrange(h.keys.events)
+        kinds = [f[b"type"] for _, f in events]
+        assert kinds == [b"boot", b"boot-ended", b"boot"]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await redis.aclose()
+
+    run(main())
+
+
+def test_relay_restart_resumes_the_boot_from_qemus_logfile(tmp_path):
+    h = Harness(tmp_path)
+
+    async def main():
+        redis = redis_client(settings.REDIS_URL)
+        relay = h.relay(redis)
+        task = asyncio.create_task(relay.run())
+        await asyncio.to_thread(h.chardev.wait_client)
+        await h.emit(b"A" * 1000)
+        await _until(lambda: relay.transcript.offset == 1000, what="first bytes")
+        task.cancel()  # the relay dies; the guest (QEMU) runs on
+        await asyncio.gather(task, return_exceptions=True)
+        await _until(lambda: not h.chardev.connected.is_set(), what="disconnect")
+        h.chardev.emit(b"B" * 500)  # while nobody is attached: only the logfile has it
+        relay = h.relay(redis)
+        task = asyncio.create_task(relay.run())
+        await asyncio.to_thread(h.chardev.wait_client)
+        await h.emit(b"C" * 300)
+        await _until(lambda: relay.transcript.offset == 1800, what="resumed boot")
+        assert [b.boot for b in transcript.boots(h.dir)] == [1]  # same QEMU: same boot
+        got, _ = await _read_all(redis, h.keys, 0, 1800)
+        assert got == b"A" * 1000 + b"B" * 500 + b"C" * 300
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await redis.aclose()
+
+    run(main())
+
+
+def test_input_is_written_in_order_and_stale_input_is_reported(tmp_path):
+    h = Harness(tmp_path)
+    h.chardev.echo = False
+
+    async def main():
+        redis = redis_client(settings.REDIS_URL)
+        # Queued long ago while no relay ran: must not be typed now.
+        stale_id = f"{int(time.time() * 1000) - 60_000}-0"
+        await redis.xadd(h.keys.input, {"d": b"rm -rf /tmp/x\r", "u": "alice"}, id=stale_id)
+        relay = h.relay(redis)
+        task = asyncio.create_task(relay.run())
+        await asyncio.to_thread(h.chardev.wait_client)
+        keys = [f"key{i};".encode() for i in range(300)]
+        pipe = redis.pipeline(transaction=False)
+        for k in keys:
+            pipe.xadd(h.keys.input, {"d": k, "u": "bob"})
+        await pipe.execute()
+        await _until(lambda: len(h.chardev.received) == sum(map(len, keys)), what="input")
+        assert bytes(h.chardev.received) == b"".join(keys)
+        events = [f for _, f in await redis.xrange(h.keys.events)]
+        dropped = [e for e in events if e[b"type"] == b"input-dropped"]
+        assert len(dropped) == 1 and dropped[0][b"user"] == b"alice"
+        assert relay.stats.input_dropped == len(b"rm -rf /tmp/x\r")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await redis.aclose()
+
+    run(main())
+
+
+def test_reader_behind_the_window_is_served_from_the_relays_disk(tmp_path):
+    # A 256 KB window: a reader starting at 0 after 3 MB finds most of it
+    # trimmed from Redis and fetches it by range request from the relay.
+    h = Harness(tmp_path, window=256 * 1024)
+
+    async def main():
+        redis = redis_client(settings.REDIS_URL)
+        relay = h.relay(redis)
+        task = asyncio.create_task(relay.run())
+        await asyncio.to_thread(h.chardev.wait_client)
+        payload = os.urandom(3 * 1024 * 1024)
+        for i in range(0, len(payload), 50_000):
+            await h.emit(payload[i:i + 50_000])
+        await _until(lambda: relay.transcript.offset == len(payload), what="all bytes")
+        await _until(lambda: relay.stats.published == len(payload), what="published")
+        length = await redis.xlen(h.keys.out)
+        assert length < 30, "the stream is not trimmed to its window"
+        got, reader = await _read_all(redis, h.keys, 0, len(payload))
+        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+        assert reader.backfilled >= len(payload) - 2 * 256 * 1024
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await redis.aclose()
+
+    run(main())
+
+
+def test_transcript_read_range_spans_boots(tmp_path):
+    writer = transcript.TranscriptWriter(tmp_path)
+    writer.begin("a")
+    writer.append(b"hello ")
+    writer.end()
+    writer.begin("b")
+    writer.append(b"world")
+    assert transcript.read_range(tmp_path, 3, 9) == b"lo wor"
+    assert transcript.head(tmp_path) == 11
+    writer.close()
+    again = transcript.TranscriptWriter(tmp_path)
+    boot, resumed = again.begin("b")
+    assert resumed and boot.boot == 2 and again.offset == 11
+
+
+@pytest.fixture(autouse=True)
+def _redis(redis_server):
+    return redis_server
