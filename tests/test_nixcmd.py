@@ -243,8 +243,31 @@ def _sleeper_pids(proc: subprocess.Popen[str]) -> tuple[list[int], list[str]]:
                 word, _, pid = event.text.partition(" ")
                 pids[word] = int(pid)
         if "builder" in pids and "child" in pids:
-            return [pids["builder"], pids["child"]], lines
+            return _host_pids(proc.pid), lines
     raise AssertionError("sleeper never started: " + "".join(lines))
+
+
+def _host_pids(nix_pid: int) -> list[int]:
+    """The sleeper's builder and child as the host sees them: in the sandbox
+    (a PID namespace, build users) the pids it prints are its own (1, 2...)."""
+    from builds.nixcmd import _descendants
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = {}
+        for pid in _descendants(nix_pid):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"echo builder" in cmd:
+                found["builder"] = pid
+            elif cmd.startswith(b"/bin/sleep\x00300"):
+                found["child"] = pid
+        if len(found) == 2:
+            return [found["builder"], found["child"]]
+        time.sleep(0.05)
+    raise AssertionError("the sleeper's processes are not below nix")
 
 
 @needs_nix
@@ -273,17 +296,17 @@ def test_kill_group_stops_nix_and_its_builders(flake: Path) -> None:
 
 @needs_nix
 def test_run_build_timeout_kills_the_build(flake: Path) -> None:
-    progress, pids = NixProgress(), []
+    progress, pids, nix = NixProgress(), [], []
 
     def on_line(line: str) -> None:
         for event in progress.feed(line):
-            if isinstance(event, LogEvent) and event.source == "build":
-                pids.append(int(event.text.split()[1]))  # "builder N", "child N"
+            if isinstance(event, LogEvent) and event.source == "build" and event.text.startswith("child"):
+                pids.extend(_host_pids(nix[0].pid))  # both printed: builder, then child
 
     argv = build_argv(flake_dir=str(flake), attr="sleeper", out_link=str(flake.parent / "r"), offline=True)
     started = time.monotonic()
     with pytest.raises(BuildTimeout) as info:
-        run_build(argv, cwd=str(flake.parent), on_line=on_line, timeout=3)
+        run_build(argv, cwd=str(flake.parent), on_line=on_line, timeout=3, on_start=nix.append)
     assert 3 <= time.monotonic() - started < 60
     assert info.value.returncode != 0 and info.value.stdout == ""
     assert len(pids) == 2 and wait_gone(pids, timeout=10)
