@@ -59,13 +59,27 @@ def instance():
         admin_password = (data / "admin-password").read_text().strip()
         yield {"port": port, "redis_port": redis_port, "data": data, "proc": proc, "admin_password": admin_password}
     finally:
-        proc.stop()
-        for pid in descendants(proc.pid):
+        started = descendants(proc.pid)
+        proc.stop()  # SIGTERM to scripts/run's group, as Ctrl-C would
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and [p for p in started if _alive(p)]:
+            time.sleep(0.2)
+        leftover = {p: _cmdline(p) for p in started if _alive(p)}
+        for pid in leftover:
             try:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
         shutil.rmtree(base, ignore_errors=True)
+        assert not leftover, f"scripts/run left processes running: {leftover}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _uid_of(pid: int) -> int:
