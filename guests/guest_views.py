@@ -4,6 +4,7 @@ guests.selectors reads. Lifecycle buttons POST to one view per action."""
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from builds.models import Build
@@ -13,6 +14,9 @@ from . import selectors
 from .access import lab_view, role_at_least
 from .guest_forms import GuestForm, KernelForm
 from .models import Configuration, Role
+
+# The agent heartbeats every 2 s (guests.hostagent.SCAN_EVERY).
+AGENT_STALE_AFTER = 15
 
 
 def _is_operator(request) -> bool:
@@ -73,7 +77,9 @@ def guest_new(request, lab):
 @lab_view(Role.VIEWER)
 def guest_detail(request, lab, guest_id):
     guest = selectors.guest_get(lab=lab, guest_id=guest_id)
+    seen = guest.host.agent_seen
     return render(request, "guests/guest_detail.html", {
+        "agent_stale": seen is None or (timezone.now() - seen).total_seconds() > AGENT_STALE_AFTER,
         "lab": lab, "guest": guest, "summary": selectors.guest_summary(guest, events=True),
         "disks": guest.disks.all(), "shares": guest.shares.all(), "is_operator": _is_operator(request),
         "builds": selectors.succeeded_builds(lab=lab, configuration=guest.configuration).exclude(pk=guest.build_id),

@@ -16,6 +16,7 @@ sockets (``_adopt_all``), recording as crashed those that ended meanwhile.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import queue
@@ -51,6 +52,10 @@ log = logging.getLogger("kdevweb.hostagent")
 
 SCAN_EVERY = 2.0  # seconds: rows with a request whose wake-up was lost; heartbeat
 FORCE_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a QEMU being forced off
+
+
+class AgentRunning(RuntimeError):
+    """Another agent already serves this host."""
 
 
 def group_name(lab_id: int) -> str:
@@ -158,8 +163,18 @@ class HostAgent:
             self.requests.put(request)
             self.wake()
 
+    def _lock(self) -> None:
+        """One agent per host: a second would fight the first over QMP and requests."""
+        self.lock_file = open(Path(self.host.run_dir) / "agent.lock", "a+")
+        try:
+            fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AgentRunning(f"another host agent for {self.host.name} is running "
+                               f"(it holds {self.lock_file.name})") from None
+
     def run(self) -> None:
         Path(self.host.run_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock()
         if self.probe:
             result = probe_accel()
             Host.objects.filter(pk=self.host.pk).update(accel=result.accel, accel_reason=result.reason[:400],
@@ -245,6 +260,10 @@ class HostAgent:
                 item.kill_at = None
             if not events:
                 continue
+            if item.watcher.exited:
+                # Before the state is written: whoever sees `stopped` or
+                # `crashed` finds no virtiofsd, pid file or socket left.
+                self._cleanup(item)
             guest = Guest.objects.filter(pk=guest_id).first()
             for event in events:
                 if guest is not None:
@@ -253,10 +272,8 @@ class HostAgent:
                 # A guest kernel panic leaves QEMU running: end it, so the
                 # guest can be started again and its virtiofsd stop.
                 self._force_off(item)
-            if item.watcher.exited:
-                self._cleanup(item)
-                if guest is not None and guest.pending_action == Action.DELETE:
-                    self._delete(guest)
+            if item.watcher.exited and guest is not None and guest.pending_action == Action.DELETE:
+                self._delete(guest)
 
     def _cleanup(self, item: Managed) -> None:
         """After QEMU ended: its virtiofsds, pid files and sockets."""
@@ -329,6 +346,8 @@ class HostAgent:
         Guest.objects.filter(pk=guest.pk).update(stop_deadline=deadline)
 
     def _force_off(self, item: Managed) -> None:
+        if item.kill_at is not None:
+            return  # already being forced off (a repeated request must not push the SIGKILL back)
         self._signal(item, signal.SIGTERM)
         item.kill_at = time.monotonic() + FORCE_GRACE
 

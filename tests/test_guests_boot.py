@@ -95,6 +95,11 @@ def test_guest_life(tmp_path, users, lab, redis_control):
 
         agents.append(agent("h1", tmp_path))
         agents.append(agent("h2", tmp_path))
+        # A second agent for the same host refuses to run (it would fight over QMP).
+        wait_for(lambda: type(host).objects.get(pk=host.pk).agent_seen, 60, what="the first agent's heartbeat")
+        twin = agent("h1", tmp_path)
+        agents.append(twin)  # stopped at the end should it run after all
+        assert twin.popen.wait(60) != 0 and "another host agent for h1" in twin.output()
         requested = time.monotonic()
         gs.guest_start(guest=guest, user=users["operator"])
         with pytest.raises(ValidationError, match="already starting"):
@@ -176,7 +181,7 @@ def test_guest_life(tmp_path, users, lab, redis_control):
         gs.guest_delete(guest=row, user=users["operator"], delete_disks=True)
         wait_for(lambda: not Guest.objects.filter(pk=guest.pk).exists(), 15, what="row deleted")
         assert not run.exists() and not disk_dir.exists()
-        left = [p for p in Path(host.run_dir).rglob("*") if p.is_file() or p.is_socket()]
+        left = [p for p in Path(host.run_dir).rglob("*") if (p.is_file() or p.is_socket()) and p.name != "agent.lock"]
         assert left == [], left
         assert all(not alive(pid) for pid in [qemu_pid, *daemons])
     finally:

@@ -4,7 +4,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
-from guests.hostagent import HostAgent
+from guests.hostagent import AgentRunning, HostAgent
 from guests.vm_models import Host
 
 
@@ -25,4 +25,7 @@ class Command(BaseCommand):
         # guests keep running for the next agent to adopt.
         signal.signal(signal.SIGTERM, agent.request_stop)
         signal.signal(signal.SIGINT, agent.request_stop)
-        agent.run()
+        try:
+            agent.run()
+        except AgentRunning as exc:
+            raise CommandError(str(exc)) from None
