@@ -58,7 +58,7 @@ def test_removed_member_loses_the_stream_within_a_second(client_for, users, queu
                 ws.recv(timeout=5)
         took = time.monotonic() - removed
     assert exc.value.rcvd is not None and exc.value.rcvd.code == 4403
-    assert took < 1.5, f"closed {took:.2f} s after the removal"
+    assert took < 1.0, f"closed {took:.2f} s after the removal"
 
 
 def test_bad_frames_get_a_close_code_not_a_traceback(client_for, users, queued, daphne):
