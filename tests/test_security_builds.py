@@ -81,3 +81,21 @@ def test_a_saved_path_source_outside_the_allowed_roots_is_not_fetched(users, lab
     assert token not in text and token not in build.error
     leaked = [p for p in store_paths_since(marker) if p.is_file() and token in p.read_text(errors="replace")]
     assert not leaked, f"the secret reached the store: {leaked}"
+
+
+def test_extra_module_cannot_read_a_root_only_file_at_evaluation(users, lab, workers, root_secret):
+    """Evaluation runs in the worker's nix client (root in this suite):
+    flakes evaluate in pure mode, so absolute paths outside the flake are
+    refused before anything is read."""
+    path, token = root_secret
+    marker = time.time()
+    extra = f'{{ ... }}: {{ environment.etc."stolen".text = builtins.readFile "{path}"; }}'
+    config = make_config(lab, users["operator"], extra_module=extra)
+    workers()
+    build = finished(services.build_start(revision=config.latest, user=users["operator"]))
+    assert build.status == Status.FAILED
+    text = log_text(build)
+    assert token not in text and token not in (build.error or "")
+    assert "forbidden in pure eval" in text or "forbidden in pure eval" in (build.error or ""), text[-2000:]
+    leaked = [p for p in store_paths_since(marker) if p.is_file() and token in p.read_text(errors="replace")]
+    assert not leaked
