@@ -110,6 +110,10 @@ def test_guest_life(tmp_path, users, lab, redis_control):
         run = host.guest_run_dir(guest.pk)
         row = wait_state(guest, "running", 60)
         assert row.ssh_port and row.qemu_pid and row.accel == "tcg"
+        # QEMU's parent is the agent, and it leads a session of its own: no
+        # group or session kill aimed at anything else reaches it.
+        stat = Path(f"/proc/{row.qemu_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        assert int(stat[1]) == agents[0].pid and int(stat[3]) == row.qemu_pid
         print(f"\nstart request -> running: {time.monotonic() - requested:.2f} s")
 
         # Boot 1 (build #2): banner, the share, the disk by its serial.
