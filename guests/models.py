@@ -113,3 +113,4 @@ class Revision(models.Model):
 from .vm_models import (  # noqa: E402,F401
     Guest, GuestDisk, GuestEvent, GuestShare, Host, Kernel,
 )
+from .console_models import ConsoleInput  # noqa: E402,F401

@@ -236,3 +236,12 @@ def test_transcript_read_range_spans_boots(tmp_path):
 @pytest.fixture(autouse=True)
 def _redis(redis_server):
     return redis_server
+
+
+def test_query_replies_are_stripped_keys_kept():
+    from guests.runtime.termreplies import strip_replies
+
+    typed = b"ls\r\x1b[A\x1b[15~\x1bOP\x1b[1;5D"  # arrows, F5, F1, ctrl-left
+    replies = b"\x1b[24;80R\x1b[?1;2c\x1b[>0;276;0c\x1b[0n\x1b]11;rgb:0000/0000/0000\x1b\\"
+    assert strip_replies(replies + typed + b"\x1b[5;1R") == typed
+    assert strip_replies(b"plain") == b"plain"
