@@ -102,7 +102,8 @@ def guest_create(
     _check_build(build, lab)
     settings = build.revision.settings
     if not _NAME.fullmatch(name or ""):
-        raise ValidationError("A guest name is 1–63 letters, digits, '.', '_' or '-', starting with a letter or digit.")
+        raise ValidationError("A guest name is 1–63 letters, digits, '.', '_' or '-', "
+                              "starting with a letter or digit.")
     if kernel.host_id != host.pk:
         raise ValidationError(f"Kernel {kernel} is not on host {host}.")
     memory_mib = memory_mib or int(settings.get("memoryMiB") or 1024)

@@ -25,7 +25,7 @@ from guests.runtime.virtiofsd import VIRTIOFSD
 from guests.vm_models import Guest, GuestEvent
 from tests.guest_helpers import (KERNELS, cleanup, config_with_revisions, fake_build, fake_out_path, make_host,
                                  short_dir)
-from tests.procs import manage, wait_for
+from tests.procs import manage, start_daphne, wait_for
 from tests.test_standin_boot import NIX, Console, build_guest
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -146,8 +146,17 @@ def test_guest_life(tmp_path, users, lab, redis_control):
         console.expect(r"disk-token-77ab", timeout=20)
         console.close()
 
-        # kill -9 of the agent: the guest keeps running; a new agent adopts it.
+        # kill -9 of daphne and of an RQ worker (with its work horses): the
+        # guest does not depend on either.
         qemu_pid = Guest.objects.get(pk=guest.pk).qemu_pid
+        web, port = start_daphne(tmp_path / "daphne.log")
+        worker = manage(["buildworker"], log=tmp_path / "worker.log")
+        time.sleep(2)
+        web.kill9()
+        worker.kill9()
+        assert alive(qemu_pid) and state(guest) == "running"
+
+        # kill -9 of the agent: the guest keeps running; a new agent adopts it.
         os.kill(agents[0].pid, signal.SIGKILL)  # the agent alone (Proc.kill9 would take its children too)
         agents[0].popen.wait(10)
         time.sleep(1)
