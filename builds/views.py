@@ -20,13 +20,10 @@ from . import bootspec, charts, logstore, nixcmd, selectors, services, timefmt
 from .models import ACTIVE, Status
 from .presenters import build_summary, is_cache_hit
 
-LOCAL_SCHEMES = ("path:", "git+file:", "file:")
-
-
 def remote_while_offline(revision) -> str:
     """The remote source a revision needs although Nix runs offline, or ""."""
     url = (revision.settings or {}).get("nixosFlakeUrl", "")
-    return url if settings.NIX_OFFLINE and url and not url.startswith(LOCAL_SCHEMES) else ""
+    return url if settings.NIX_OFFLINE and flake.is_remote_source(url) else ""
 
 
 @lab_view(Role.OPERATOR)

@@ -71,6 +71,15 @@ SOURCE_INPUT_NAMES = {"cpupower": "kernel-src"}
 CLEAR_PATCHES = frozenset({"fio"})
 
 
+# Sources nix reads from this machine; every other scheme is fetched over the network.
+LOCAL_SOURCE_SCHEMES = ("path:", "git+file:", "file:")
+
+
+def is_remote_source(url: str) -> bool:
+    """Whether nix must fetch ``url`` over the network (fails when offline)."""
+    return bool(url) and not url.startswith(LOCAL_SOURCE_SCHEMES)
+
+
 def source_input(pkg: str) -> str:
     """The flake input a package's source override is read from."""
     return SOURCE_INPUT_NAMES.get(pkg, f"{pkg}-src")

@@ -190,6 +190,11 @@ class ConfigurationForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["nixos_flake_url"].initial = django_settings.DEFAULT_NIXOS_FLAKE
+        if django_settings.NIX_OFFLINE:
+            field = self.fields["nixos_flake_url"]
+            field.help_text = (f"{field.help_text} This instance runs Nix offline: a remote source "
+                               "(github:, https:, …) cannot be fetched and its build will fail; "
+                               "the prefilled path: source builds offline.").strip()
 
     def groups(self):
         """(title, bound fields) in the order the page shows them."""

@@ -1,5 +1,6 @@
 """Lab, member and configuration views. Thin: forms validate, services act."""
 
+from django.conf import settings as django_settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -132,6 +133,7 @@ def config_new(request, lab):
                 message=d["message"], user=request.user,
             )
             messages.success(request, f"Created {config.name} r1; it is being evaluated.")
+            _warn_remote_offline(request, config.latest)
             return redirect("config", lab_slug=lab.slug, config_id=config.pk)
         except ValidationError as exc:
             _error_to_form(editor.form, exc, "name")
@@ -165,8 +167,16 @@ def config_edit(request, lab, config_id):
             rev = services.revision_create(configuration=config, settings=settings,
                                            extra_module=d["extra_module"], message=d["message"], user=request.user)
             messages.success(request, f"Saved r{rev.number}; it is being evaluated.")
+            _warn_remote_offline(request, rev)
             return redirect("config", lab_slug=lab.slug, config_id=config.pk)
     return _editor_page(request, lab, editor, config=config, status=400)
+
+
+def _warn_remote_offline(request, revision: Revision) -> None:
+    url = revision.settings.get("nixosFlakeUrl", "")
+    if django_settings.NIX_OFFLINE and flake.is_remote_source(url):
+        messages.warning(request, f"This instance runs Nix offline: {url} cannot be fetched, so this revision "
+                         "will not evaluate or build here. Use a path: source such as the prefilled stand-in.")
 
 
 def unchanged(latest: Revision, settings: dict, extra_module: str) -> bool:
@@ -221,9 +231,13 @@ def config_diff(request, lab, config_id):
     try:
         a_num, b_num = int(request.GET.get("a", "")), int(request.GET.get("b", ""))
     except ValueError:
-        return HttpResponseBadRequest("Choose two revision numbers, a and b.")
-    a = get_object_or_404(config.revisions, number=a_num)
-    b = get_object_or_404(config.revisions, number=b_num)
+        messages.error(request, "Pick two revisions to compare (a and b).")
+        return redirect("config", lab_slug=lab.slug, config_id=config.pk)
+    a = config.revisions.filter(number=a_num).first()
+    b = config.revisions.filter(number=b_num).first()
+    if a is None or b is None:
+        messages.error(request, f"{config.name} has no revision {a_num if a is None else b_num}.")
+        return redirect("config", lab_slug=lab.slug, config_id=config.pk)
     lines = flake.diff_files(a.files, b.files, a_label=f"r{a.number}", b_label=f"r{b.number}")
     return render(request, "guests/config_diff.html", {"lab": lab, "config": config, "a": a, "b": b, "lines": lines})
 

@@ -240,7 +240,15 @@ NIX_OFFLINE = envbool("NIX_OFFLINE", "True")
 # a local store the worker would have to own: see "Security model" in the
 # README. Empty means nix's default store (single-user, needs root).
 NIX_REMOTE = os.getenv("NIX_REMOTE", "daemon")
-DEFAULT_NIXOS_FLAKE = os.getenv("DEFAULT_NIXOS_FLAKE", "github:linux-kdevops/nixos-flake")
+# The source a new configuration is prefilled with. Offline, upstream's
+# github: source cannot be fetched, so a new user's first build would fail:
+# the offline stand-in (which builds with no network) is the default there.
+DEFAULT_NIXOS_FLAKE = os.getenv(
+    "DEFAULT_NIXOS_FLAKE",
+    f"path:{BASE_DIR / 'examples' / 'nixos-flake-standin'}" if NIX_OFFLINE else "github:linux-kdevops/nixos-flake",
+)
+# Seconds `nix eval` of a new revision may take before it is killed.
+EVAL_TIMEOUT = envint("EVAL_TIMEOUT", "300")
 # Directories whose contents operators may use as path:/git+file: sources
 # (comma-separated; symlinks and .. are resolved before comparing). Remote
 # sources (github:, git+https:, https:) are always allowed. Whatever is

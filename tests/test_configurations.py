@@ -173,8 +173,13 @@ def test_edit_creates_revisions_and_diff_shows_change(client_for, users, lab, co
     assert Revision.objects.get(configuration=config, number=1).settings["hostName"] == "kdev"
     diff = html.unescape(client.get(url + "diff/?a=1&b=2").content.decode())
     assert '-  "hostName": "kdev",' in diff and '+  "hostName": "xfs-box",' in diff
-    assert client.get(url + "diff/?a=1&b=x").status_code == 400
-    assert client.get(url + "diff/?a=1&b=99").status_code == 404
+    # Bad diff input is explained on the configuration page, in the layout (issue 9).
+    bad = client.get(url + "diff/", follow=True)
+    assert bad.redirect_chain[-1][0] == url and "Pick two revisions to compare (a and b)." in bad.content.decode()
+    bad = client.get(url + "diff/?a=1&b=x", follow=True)
+    assert "Pick two revisions to compare" in bad.content.decode()
+    bad = client.get(url + "diff/?a=1&b=99", follow=True)
+    assert bad.redirect_chain and f"{config.name} has no revision 99." in bad.content.decode()
     assert client.get(url + "r/1/").status_code == 200
 
 
@@ -344,3 +349,19 @@ def test_edit_keeps_rows_and_an_emptied_row_is_removed(client_for, users, lab):
     assert config.latest.settings["shares"] == {"/mnt/a": {"tag": "a"}}
     resp = client.post(edit, post_data(**{**rows, "shares-0-DELETE": "on", "host_name": "x"}))
     assert resp.status_code == 302 and config.latest.settings["shares"] == {"/mnt/b": {"tag": "b"}}
+
+
+def test_first_configuration_defaults_to_a_source_that_builds_offline(client_for, users, lab, settings):
+    """Issue 9: a new configuration's prefilled source builds on an offline
+    instance (the stand-in); a remote one is warned about on the form and after saving."""
+    from django.conf import settings as live
+
+    assert live.NIX_OFFLINE and live.DEFAULT_NIXOS_FLAKE.startswith("path:")
+    assert live.DEFAULT_NIXOS_FLAKE.endswith("examples/nixos-flake-standin")
+    client = client_for(users["operator"])
+    page = client.get(f"/labs/{lab.slug}/configs/new/").content.decode()
+    assert f'value="{live.DEFAULT_NIXOS_FLAKE}"' in page and "runs Nix offline" in page
+    resp = client.post(f"/labs/{lab.slug}/configs/new/",
+                       post_data(name="remote-one", nixos_flake_url="github:linux-kdevops/nixos-flake"), follow=True)
+    assert resp.status_code == 200
+    assert "github:linux-kdevops/nixos-flake cannot be fetched" in resp.content.decode()
