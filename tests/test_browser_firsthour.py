@@ -190,3 +190,22 @@ def test_history_rows_follow_running_builds(page, server, lab, config, users):
     page.wait_for_function(f"document.querySelector(\"{row} td.status\").textContent === 'Succeeded'",
                            timeout=15000)
     assert page.inner_text(f"{row} td.duration") == "12.0 s"
+
+
+def test_newcomer_builds_a_configuration_made_from_scratch(page, server, users, lab, workers):
+    """Issue 9's first blocker: a configuration made in the browser with the
+    form's defaults (only a name typed) builds offline — its prefilled
+    nixos-flake source is the instance's, not an unreachable github: URL."""
+    workers()
+    log_in(page, server, users["operator"])
+    page.goto(f"{server}/labs/{lab.slug}/")
+    page.click("text=New configuration")
+    page.fill("#id_name", "first-guest")
+    page.fill("#id_host_name", "n" + uuid.uuid4().hex[:12])  # a fresh closure, not a cache hit
+    page.click("text=Save revision")
+    page.wait_for_url(re.compile(r".*/configs/\d+/$"))
+    page.click("#build-button")
+    page.wait_for_url(re.compile(r".*/builds/\d+/$"))
+    page.wait_for_selector("#status.status-succeeded", timeout=180000)
+    build = Build.objects.get(revision__configuration__name="first-guest")
+    assert build.status == Status.SUCCEEDED and build.revision.settings["nixosFlakeUrl"].startswith("path:")
