@@ -169,7 +169,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
                     await self.send(bytes_data=offset.to_bytes(8, "big") + data)
                     self.sent = offset + len(data)
                 for event in events:
-                    await self._send_json({"type": "event", **event})
+                    await self._send_json({"type": "event", "event": event})
         except (asyncio.CancelledError, Disconnected):
             pass
         except Exception:  # noqa: BLE001 - Redis gone: tell the page, it reconnects and resumes

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import guest_views, views
+from . import console_views, guest_views, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -31,6 +31,9 @@ urlpatterns = [
     path("labs/<slug:lab_slug>/guests/<int:guest_id>/rollback/", guest_views.guest_rollback,
          name="guest-rollback"),
     path("labs/<slug:lab_slug>/guests/<int:guest_id>/delete/", guest_views.guest_delete, name="guest-delete"),
+    path("labs/<slug:lab_slug>/guests/<int:guest_id>/console/", console_views.guest_console, name="guest-console"),
+    path("labs/<slug:lab_slug>/guests/<int:guest_id>/console/transcript/", console_views.guest_console_transcript,
+         name="guest-console-transcript"),
     path("labs/<slug:lab_slug>/kernels/", guest_views.kernel_list, name="kernel-list"),
     path("labs/<slug:lab_slug>/kernels/add/", guest_views.kernel_add, name="kernel-add"),
 ]

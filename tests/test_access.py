@@ -106,7 +106,7 @@ def test_roles_below_the_minimum_are_refused(client_for, users, ids, role):
 @pytest.mark.django_db
 def test_viewer_reads_lab_pages(client_for, users, ids):
     client = client_for(users["viewer"])
-    for name in ("lab", "config", "build-list", "build", "guest-list", "guest", "kernel-list"):
+    for name in ("lab", "config", "build-list", "build", "guest-list", "guest", "kernel-list", "guest-console"):
         route = next(r for n, r, _ in _routes() if n == name)
         assert client.get(_url(route, ids)).status_code == 200, name
 

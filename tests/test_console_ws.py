@@ -237,3 +237,36 @@ def test_resume_from_offset_and_live_access_checks(client_for, users, lab, conso
         with pytest.raises(ConnectionClosed) as exc:
             page.pump(lambda p: False, timeout=5)
         assert exc.value.rcvd.code == 4403
+
+
+def test_console_page_and_transcript_downloads(client_for, users, console, daphne):
+    guest, chardev, relay = console
+    chardev.echo = False
+    chardev.emit(b"first boot\r\n")
+    wait_for(lambda: relay.relay.transcript.offset == 12, 5, what="first boot bytes")
+    chardev.restart()  # a new QEMU: boot 2
+    chardev.wait_client()
+    chardev.emit(b"second boot\r\n")
+    wait_for(lambda: relay.relay.transcript.offset == 25, 5, what="second boot bytes")
+    client = client_for(users["viewer"])
+    base = f"/labs/{guest.lab.slug}/guests/{guest.pk}/console/"
+    page = client.get(base + "?console=hvc0")
+    html = page.content.decode()
+    assert page.status_code == 200 and "kdevweb/console.js" in html and "addon-search.js" in html
+    assert f"/ws/labs/{guest.lab.slug}/guests/{guest.pk}/console/hvc0/" in html
+    assert "<script>" not in html  # CSP: no inline scripts
+    assert client.get(base + "?console=ttyS9").status_code == 400
+    whole = client.get(base + "transcript/?console=ttyS0")
+    assert b"".join(whole.streaming_content) == b"first boot\r\nsecond boot\r\n"
+    assert whole["Content-Disposition"].startswith("attachment;")
+    part = client.get(base + "transcript/?console=ttyS0&from=6&to=16")
+    assert b"".join(part.streaming_content) == b"boot\r\nseco"
+    boot1 = client.get(base + "transcript/?console=ttyS0&boot=1")
+    assert b"".join(boot1.streaming_content) == b"first boot\r\n"
+    assert client.get(base + "transcript/?console=ttyS0&boot=7").status_code == 404
+    assert client.get(base + "transcript/?console=ttyS0&from=-1").status_code == 400
+    # The guest page: preview, the console link, the boots.
+    detail = client.get(f"/labs/{guest.lab.slug}/guests/{guest.pk}/").content.decode()
+    assert "second boot" in detail and 'id="console-link"' in detail and "2 boots" in detail
+    listing = client.get(f"/labs/{guest.lab.slug}/guests/").content.decode()
+    assert "second boot" in listing

@@ -19,6 +19,7 @@ Keys (``P`` = ``kdevweb:<kind>:<id>``):
                 share a disk with it.
 ``P:producer``  The producer's heartbeat (JSON, expires): head offset, boot,
                 whether its source is connected.
+``P:boots``     The producer's list of boots (JSON; consoles only).
 ``P:who``       Hash of the viewers (presence), ``P:answerer`` the viewer
                 whose terminal answers queries (a lease), ``P:typed`` who
                 typed last.
@@ -87,6 +88,10 @@ class StreamKeys:
     @property
     def typed(self) -> str:
         return self.prefix + ":typed"
+
+    @property
+    def boots(self) -> str:
+        return self.prefix + ":boots"
 
 
 def console_keys(guest_id: int, console: str) -> StreamKeys:

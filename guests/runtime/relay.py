@@ -39,7 +39,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,7 @@ class ConsoleRelay:
         self._pending_bytes = 0
         self._wake = asyncio.Event()
         self._stopping = False
+        self._failed_connects = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -123,8 +124,11 @@ class ConsoleRelay:
                 key = self._boot_key()
                 reader, writer = await asyncio.open_unix_connection(str(self.socket_path), limit=1 << 20)
             except OSError:
-                await asyncio.sleep(self.reconnect_interval)
+                # Back off to 1 s while the guest is stopped: a host has many idle consoles.
+                await asyncio.sleep(min(1.0, self.reconnect_interval * (1 + self._failed_connects)))
+                self._failed_connects += 1
                 continue
+            self._failed_connects = 0
             self.stats.connects += 1
             boot, resumed = self.transcript.begin(key)
             log_fh = self._open_logfile(boot.start)
@@ -307,6 +311,11 @@ class ConsoleRelay:
     # -- events and heartbeat ----------------------------------------------------------
 
     async def _event(self, kind: str, **fields: object) -> None:
+        if kind.startswith("boot"):
+            # Pages list the boots without reading the relay's disk.
+            boots = [asdict(b) for b in self.transcript.index]
+            with contextlib.suppress(Exception):
+                await self.redis.set(self.keys.boots, json.dumps(boots))
         try:
             await self.redis.xadd(self.keys.events, {"type": kind, **{k: str(v) for k, v in fields.items()}},
                                   maxlen=1000, approximate=True)

@@ -1,0 +1,59 @@
+"""Many console relays in one event loop: the ones a host should run.
+
+The supervisor (``manage.py consolerelay``) tells the pool which consoles
+exist (:meth:`RelayPool.sync`); the pool starts a relay for each new one,
+stops those no longer wanted, and restarts one whose task died. Django-free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from guests.runtime.offsetstream import console_keys
+from guests.runtime.relay import ConsoleRelay
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsoleSpec:
+    guest_id: int
+    console: str  # "ttyS0" or "hvc0"
+    socket_path: Path
+    logfile: Path | None
+    transcript_dir: Path
+
+
+class RelayPool:
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self.running: dict[tuple[int, str], tuple[ConsoleSpec, ConsoleRelay, asyncio.Task]] = {}
+
+    async def sync(self, wanted: list[ConsoleSpec]) -> None:
+        by_key = {(spec.guest_id, spec.console): spec for spec in wanted}
+        for key in list(self.running):
+            spec, relay, task = self.running[key]
+            if by_key.get(key) != spec or task.done():
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error("relay for guest %s %s died: %r; restarting", *key, task.exception())
+                await self._stop(key)
+        for key, spec in by_key.items():
+            if key not in self.running:
+                relay = ConsoleRelay(socket_path=spec.socket_path, transcript_dir=spec.transcript_dir,
+                                     redis=self.redis, keys=console_keys(spec.guest_id, spec.console),
+                                     logfile=spec.logfile)
+                self.running[key] = (spec, relay, asyncio.create_task(relay.run()))
+
+    async def _stop(self, key: tuple[int, str]) -> None:
+        _spec, relay, task = self.running.pop(key)
+        relay.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def close(self) -> None:
+        for key in list(self.running):
+            await self._stop(key)
