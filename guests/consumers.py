@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from .access import lab_role
-from .hostagent import group_name
+from .guest_stream import group_name
 from .models import Lab
 from .selectors import guest_summary
 from .vm_models import Guest

@@ -23,19 +23,18 @@ import queue
 import select
 import shutil
 import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from guests import hostrequests
+from guests.agent_support import free_loopback_port, keep_sqlite_owned, tail_lines
+from guests.guest_stream import publish
 from guests.runtime import process
 from guests.runtime.accel import probe_accel
 from guests.runtime.bootspec import BootSpecError, read_bootspec
@@ -58,57 +57,6 @@ class AgentRunning(RuntimeError):
     """Another agent already serves this host."""
 
 
-def group_name(lab_id: int) -> str:
-    return f"guests-{lab_id}"
-
-
-def publish(lab_id: int, guest_id: int) -> None:
-    """Tell open pages the guest row changed (best effort: pages also re-read)."""
-    try:
-        async_to_sync(get_channel_layer().group_send)(group_name(lab_id),
-                                                      {"type": "guest.changed", "guest": guest_id})
-    except Exception as exc:
-        log.warning("publish for guest %s failed: %s", guest_id, exc)
-
-
-def free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail_lines(path: Path, lines: int = 40, max_bytes: int = 16384) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - max_bytes))
-            data = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(data.replace("\r", "").splitlines()[-lines:])
-
-
-def keep_sqlite_owned() -> None:
-    """The agent runs as root but SQLite's -wal/-shm files must stay the
-    service user's: if root created them, the web tier could no longer write."""
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    if "sqlite" not in db["ENGINE"] or os.geteuid() != 0:
-        return
-    try:
-        owner = os.stat(db["NAME"])
-    except OSError:
-        return
-    for suffix in ("-wal", "-shm", "-journal"):
-        try:
-            st = os.stat(f"{db['NAME']}{suffix}")
-            if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
-                os.chown(f"{db['NAME']}{suffix}", owner.st_uid, owner.st_gid)
-        except OSError:
-            pass
-
-
 @dataclass
 class Managed:
     guest_id: int
@@ -125,6 +73,10 @@ class HostAgent:
         self.probe = probe
         self.managed: dict[int, Managed] = {}
         self.requests: queue.Queue[hostrequests.Request] = queue.Queue()
+        # Starts run in threads (a start waits for virtiofsd and QMP): the
+        # loop keeps watching the other guests meanwhile.
+        self.starting: set[int] = set()
+        self.launched: queue.Queue[tuple[int, RunningGuest | None, GuestSpec | None, str]] = queue.Queue()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.stopping = threading.Event()
@@ -203,6 +155,7 @@ class HostAgent:
             try:
                 keep_sqlite_owned()
                 self._watch()
+                self._finish_starts()
                 while not self.requests.empty():
                     request = self.requests.get_nowait()
                     self._act(request.guest, request.request)
@@ -310,6 +263,8 @@ class HostAgent:
         if guest is None or not guest.pending_action or guest.request_id != request_id:
             return  # another host's guest, done already, or superseded by a newer request
         action = guest.pending_action
+        if guest.pk in self.starting and action != Action.START:
+            return  # acted on by the first scan after its start finished
         if action != Action.DELETE:
             # Cleared first: a request that fails is recorded, never retried forever.
             Guest.objects.filter(pk=guest.pk, request_id=request_id).update(pending_action="")
@@ -397,29 +352,61 @@ class HostAgent:
         return spec, sources, modules.parent
 
     def _start(self, guest: Guest) -> None:
-        if guest.state != State.STARTING.value:
+        if guest.state != State.STARTING.value or guest.pk in self.starting:
             return
         if guest.pk in self.managed:
             self._fail(guest, "its QEMU is still running")
             return
+        self.starting.add(guest.pk)
+        threading.Thread(target=self._launch, args=(guest,), name=f"start-{guest.pk}", daemon=True).start()
+
+    def _launch(self, guest: Guest) -> None:
+        """Thread: build the spec from the row and start the processes; the
+        loop records the outcome (_finish_starts)."""
+        running, spec, error = None, None, ""
         try:
             spec, sources, modules_root = self._spec(guest)
             for name in ("serial.log", "console.log", "qemu.stderr"):
                 (spec.run_dir.path / name).unlink(missing_ok=True)
             running = start_guest(spec, modules_root=modules_root, shares=sources)
         except (BootSpecError, LaunchError, SpecError, ShareError, DiskError, OSError) as exc:
-            self._fail(guest, f"The start failed: {exc}")
-            return
-        watcher = GuestWatcher(running.qmp, popen=running.qemu)
-        self.managed[guest.pk] = Managed(guest.pk, spec.run_dir, watcher, running)
-        guest.refresh_from_db()
-        guest.qemu_pid = running.qemu.pid
-        guest.ssh_port = spec.ssh_port
-        guest.accel = spec.accel
-        guest.save(update_fields=["qemu_pid", "ssh_port", "accel"])
-        self._apply(guest, Event("started"))
-        if guest.state == State.STOPPING.value:  # a stop came in while it started
-            self._powerdown(guest, self.managed[guest.pk])
+            error = f"The start failed: {exc}"
+        except Exception as exc:
+            log.exception("start of guest %s", guest.pk)
+            error = f"The start failed: unexpected error ({type(exc).__name__}: {exc})"
+        finally:
+            connection.close()  # this thread's own database connection
+        self.launched.put((guest.pk, running, spec, error))
+        self.wake()
+
+    def _finish_starts(self) -> None:
+        while not self.launched.empty():
+            guest_id, running, spec, error = self.launched.get_nowait()
+            self.starting.discard(guest_id)
+            guest = Guest.objects.filter(pk=guest_id).first()
+            if running is None or spec is None:
+                if guest is not None:
+                    self._fail(guest, error)
+                continue
+            item = Managed(guest_id, spec.run_dir, GuestWatcher(running.qmp, popen=running.qemu), running)
+            self.managed[guest_id] = item
+            if guest is None:
+                self._force_off(item)
+                continue
+            guest.qemu_pid = running.qemu.pid
+            guest.ssh_port = spec.ssh_port
+            guest.accel = spec.accel
+            guest.save(update_fields=["qemu_pid", "ssh_port", "accel"])
+            self._apply(guest, Event("started"))
+            if guest.state == State.STOPPING.value:  # a stop came in while it started
+                self._powerdown(guest, item)
+
+    def wait_starts(self, timeout: float = 30.0) -> None:
+        """Until no start is in flight (tests, and a clean shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self.starting and time.monotonic() < deadline:
+            time.sleep(0.02)
+            self._finish_starts()
 
     # -- adoption --------------------------------------------------------------
 

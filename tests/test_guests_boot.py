@@ -307,7 +307,7 @@ def test_request_messages_are_strict():
     assert re.fullmatch(r"[0-9a-f]{32}", good.request)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the agent's start threads read the rows
 def test_agent_records_failures_found_at_start(users, lab, config):
     """What changed between the service's checks and the agent's start
     (a garbage-collected initrd, a share swapped for a symlink) fails the
@@ -342,6 +342,7 @@ def test_agent_records_failures_found_at_start(users, lab, config):
         agent = HostAgent("h", probe=False)
         for guest in (gc, swapped):
             agent._act(guest.pk, Guest.objects.get(pk=guest.pk).request_id)
+        agent.wait_starts()
         gc, swapped = Guest.objects.get(pk=gc.pk), Guest.objects.get(pk=swapped.pk)
         assert gc.state == "failed" and "garbage-collected" in gc.error, gc.error
         assert swapped.state == "failed" and "not under an allowed share root" in swapped.error, swapped.error

@@ -10,7 +10,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from guests.hostagent import publish
+from guests.guest_stream import publish
 from guests.models import Membership
 from guests.vm_models import Guest, GuestEvent
 from tests.guest_helpers import KERNELS, cleanup, fake_build, fake_out_path, make_host, short_dir
