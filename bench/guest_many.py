@@ -11,6 +11,7 @@ watched, and every guest is forced off and deleted.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,7 @@ def main() -> None:
             time.sleep(0.1)
     finally:
         stop(agent, redis)
+        shutil.rmtree(base, ignore_errors=True)
     print(f"{N} guests requested at once -> running (ms): {percentiles(list(latencies.values()))}; failed: {failed}")
     print(f"host agent RSS: {rss_idle:.1f} MiB idle, {rss_busy:.1f} MiB with {N} guests")
 

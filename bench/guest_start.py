@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -115,6 +116,7 @@ def main() -> None:
             time.sleep(0.5)
     finally:
         stop(agent, redis)
+        shutil.rmtree(base, ignore_errors=True)
     print(f"start request -> first serial byte, kdevweb (ms): {percentiles(kdev)}")
     print(f"same argv, bare virtiofsd + qemu (ms):          {percentiles(bare)}")
     diffs = sorted(k - b for k, b in zip(kdev, bare))

@@ -422,7 +422,11 @@ class HostAgent:
             if adopted is None:
                 self._reap_leftovers(run)
                 if guest.state == State.STARTING.value and not (run.qemu_pid.exists() or guest.qemu_pid):
-                    continue  # its start request is still pending: the scan starts it
+                    if guest.pending_action == Action.START:
+                        continue  # its start request is still pending: the scan starts it
+                    # Taken by an agent that died before QEMU ran: never a stuck `starting`.
+                    self._fail(guest, "The host agent stopped while starting this guest; start it again.")
+                    continue
                 self._apply(guest, Event("exited", returncode=None, detail="ended while the host agent was down"))
                 self._event(guest, "adopt", "QEMU ended while the host agent was not running")
                 continue

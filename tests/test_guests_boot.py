@@ -357,3 +357,45 @@ def test_agent_records_failures_found_at_start(users, lab, config):
         assert Guest.objects.get(pk=gc.pk).state == "starting"
     finally:
         cleanup(base)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_agent_that_died_mid_start_is_not_a_stuck_start(users, lab, config):
+    """A guest left `starting` by an agent that took the request and died
+    before QEMU ran ends `failed` when the next agent starts; one whose
+    request was not yet taken is started."""
+    if not KERNELS:
+        pytest.skip("needs a Debian kernel")
+    from guests.hostagent import HostAgent
+
+    base = short_dir()
+    try:
+        host = make_host("h", base)
+        build = fake_build(lab, config.latest, users["operator"], fake_out_path(base / "out"))
+        make = dict(lab=lab, build=build, host=host, kernel=host.kernels.get(), user=users["operator"])
+        taken, waiting = gs.guest_create(name="taken", **make), gs.guest_create(name="waiting", **make)
+        for guest in (taken, waiting):
+            gs.guest_start(guest=guest, user=users["operator"])
+        Guest.objects.filter(pk=taken.pk).update(pending_action="")  # the dead agent had taken it
+        agent = HostAgent("h", probe=False)
+        agent._adopt_all()
+        row = Guest.objects.get(pk=taken.pk)
+        assert row.state == "failed" and "stopped while starting" in row.error
+        assert Guest.objects.get(pk=waiting.pk).state == "starting"
+        agent._scan()
+        agent.wait_starts()
+        assert Guest.objects.get(pk=waiting.pk).state == "running"  # QEMU is up (its fake initrd fails later)
+        agent._force_off(agent.managed[waiting.pk])
+        deadline = time.monotonic() + 20
+        while waiting.pk in agent.managed and time.monotonic() < deadline:
+            agent._watch()
+            time.sleep(0.05)
+        assert Guest.objects.get(pk=waiting.pk).state == "stopped"
+        assert not list(Path(host.run_dir).rglob("*.pid"))
+    finally:
+        for pid_file in base.rglob("*.pid"):
+            try:
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        cleanup(base)
