@@ -54,6 +54,9 @@ def guest_new(request, lab):
         if not messages.get_messages(request):
             messages.info(request, "Choose a succeeded build to run.")
         return redirect("guest-list", lab_slug=lab.slug)
+    if build.status != "succeeded" or not build.out_path:
+        messages.error(request, f"Build #{build.pk} has not succeeded; only a succeeded build can run.")
+        return redirect("guest-list", lab_slug=lab.slug)
     form = GuestForm(request.POST if request.method == "POST" else None, build=build,
                      initial={"name": build.revision.configuration.name[:50]})
     status = 200

@@ -399,3 +399,43 @@ def test_agent_that_died_mid_start_is_not_a_stuck_start(users, lab, config):
             except (OSError, ValueError):
                 pass
         cleanup(base)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_shutdown_ignored_is_forced_off_after_the_timeout(users, lab, config):
+    """A guest that ignores the ACPI button (here: its kernel finds no init
+    and halts) is forced off once --stop-timeout passes, and ends stopped."""
+    if not KERNELS or os.geteuid() != 0 or not os.access(VIRTIOFSD, os.X_OK):
+        pytest.skip("needs a Debian kernel, virtiofsd and root")
+    from guests.hostagent import HostAgent
+
+    base = short_dir()
+    try:
+        host = make_host("h", base)
+        build = fake_build(lab, config.latest, users["operator"], fake_out_path(base / "out"))
+        guest = gs.guest_create(lab=lab, build=build, name="deaf", host=host, kernel=host.kernels.get(),
+                                memory_mib=256, vcpus=1, user=users["operator"])
+        agent = HostAgent("h", stop_timeout=1.0, probe=False)
+        gs.guest_start(guest=guest, user=users["operator"])
+        agent._scan()
+        agent.wait_starts()
+        assert state(guest) == "running"
+        gs.guest_stop(guest=guest, user=users["operator"])
+        asked = time.monotonic()
+        agent._scan()
+        while guest.pk in agent.managed and time.monotonic() - asked < 20:
+            agent._scan()
+            agent._watch()
+            time.sleep(0.05)
+        row = Guest.objects.get(pk=guest.pk)
+        assert row.state == "stopped", (row.state, row.exit_text)
+        assert 1.0 <= time.monotonic() - asked < 10
+        kinds = list(GuestEvent.objects.filter(guest=guest).values_list("kind", flat=True))
+        assert "force off" in kinds and "shutdown" in kinds
+    finally:
+        for pid_file in base.rglob("*.pid"):
+            try:
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        cleanup(base)

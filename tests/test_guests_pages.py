@@ -40,6 +40,11 @@ def guest_setup(lab, config, users, base):
 def test_create_start_and_refusals_through_the_pages(client_for, users, lab, guest_setup):
     host, build = guest_setup
     client = client_for(users["operator"])
+    queued = fake_build(lab, build.revision, users["operator"], "", status="queued")
+    resp = client.get(f"/labs/{lab.slug}/guests/new/?build={queued.pk}", follow=True)
+    assert b"has not succeeded" in resp.content
+    resp = client.get(f"/labs/{lab.slug}/guests/new/?config={build.revision.configuration.pk}")
+    assert resp.status_code == 200 and f'value="{build.pk}"'.encode() in resp.content  # its latest succeeded build
     page = client.get(f"/labs/{lab.slug}/guests/new/?build={build.pk}")
     assert page.status_code == 200 and b"Memory (MiB)" in page.content
     form = {"build": build.pk, "name": "web1", "host": host.pk, "kernel": host.kernels.get().pk,
