@@ -112,3 +112,34 @@ def test_postgres_runs_are_really_on_postgres():
     if connection.vendor == "postgresql":
         assert connection.settings_dict["NAME"].startswith("test_")
         assert len(connection.settings_dict["NAME"].encode()) <= 63
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reaper_survives_losing_its_database_connection(lab, config, tmp_path):
+    """A resident process outlives its connection (a database restart or
+    failover; here the server ends it): the reaper reconnects next round
+    instead of failing every round from then on."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.procs import manage, wait_for
+
+    def lost_build():
+        return Build.objects.create(lab=lab, revision=config.latest, attr="toplevel", status=Status.RUNNING,
+                                    heartbeat=timezone.now() - timedelta(hours=1))
+
+    first = lost_build()
+    reaper = manage(["buildreaper", "--interval", "0.3"], log=tmp_path / "reaper.log", BUILD_LOST_AFTER="60")
+    try:
+        wait_for(lambda: Build.objects.get(pk=first.pk).status == Status.LOST, 30, what="the first reap")
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                assert cur.fetchall(), "the reaper had no connection to end"
+        second = lost_build()
+        wait_for(lambda: Build.objects.get(pk=second.pk).status == Status.LOST, 30,
+                 what="a reap after the connection was lost:\n" + reaper.output())
+    finally:
+        reaper.stop()

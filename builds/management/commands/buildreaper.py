@@ -7,6 +7,7 @@ cannot report its own death, and a reaper inside it would die with it.
 import time
 
 from django.core.management.base import BaseCommand
+from django.db import close_old_connections
 
 from builds.services import builds_reap
 
@@ -20,6 +21,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, once, interval, **options):
         while True:
+            # Resident: a connection the database dropped (restart, failover)
+            # stays broken until closed; Django checks only around requests.
+            close_old_connections()
             try:
                 reaped = builds_reap()
                 if reaped:
