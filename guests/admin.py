@@ -52,3 +52,6 @@ class RevisionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+from . import vm_admin  # noqa: E402,F401  (hosts, kernels, guests)
