@@ -39,8 +39,9 @@ from guests.runtime import process
 from guests.runtime.accel import probe_accel
 from guests.runtime.bootspec import BootSpecError, read_bootspec
 from guests.runtime.disks import DiskError, create_disk
-from guests.runtime.launch import (AdoptedGuest, AdoptError, LaunchError, RunningGuest, ShareSource, adopt_guest,
-                                   start_guest)
+from guests.runtime.kernel import KernelError, check_kernel
+from guests.runtime.launch import (NIX_STORE, AdoptedGuest, AdoptError, LaunchError, RunningGuest, ShareSource,
+                                   adopt_guest, start_guest)
 from guests.runtime.qemu import Disk, GuestSpec, RunDir, Share, SpecError
 from guests.runtime.shares import ShareError, resolve_share
 from guests.runtime.state import Event, InvalidTransition, State, transition
@@ -67,7 +68,9 @@ class Managed:
 
 
 class HostAgent:
-    def __init__(self, host_name: str, *, stop_timeout: float = 60.0, probe: bool = True) -> None:
+    def __init__(self, host_name: str, *, stop_timeout: float = 60.0, probe: bool = True,
+                 store: Path = NIX_STORE) -> None:
+        self.store = Path(os.path.realpath(store))
         self.host = Host.objects.get(name=host_name)
         self.stop_timeout = stop_timeout
         self.probe = probe
@@ -320,15 +323,26 @@ class HostAgent:
         guest.save(update_fields=["error"])
         self._apply(guest, Event("failed", detail=message[:4000]))
 
+    def _in_store(self, path: str | Path) -> bool:
+        real = Path(os.path.realpath(path))
+        return real == self.store or self.store in real.parents
+
     def _spec(self, guest: Guest) -> tuple[GuestSpec, dict[str, ShareSource], Path]:
         """The QEMU spec from the row, every path re-checked (raises ValueError-like errors)."""
+        # The rows are written by the unprivileged web tier: whatever they
+        # name, QEMU (as root) reads only store paths as initrd and only a
+        # kernel image as kernel.
+        if not self._in_store(guest.build.out_path):
+            raise LaunchError(f"the build output {guest.build.out_path} is not in {self.store}")
         boot = read_bootspec(guest.build.out_path)
+        if not self._in_store(boot.initrd):
+            raise LaunchError(f"the build's initrd {boot.initrd} is not in {self.store}")
         kernel = guest.kernel
         image, modules = Path(kernel.image), Path(kernel.modules_dir)
-        if not image.is_file():
-            raise LaunchError(f"the kernel image {image} is gone")
-        if not modules.is_dir():
-            raise LaunchError(f"the kernel's modules directory {modules} is gone")
+        try:
+            check_kernel(image, modules)
+        except KernelError as exc:
+            raise LaunchError(f"kernel {kernel.name}: {exc}") from None
         run = RunDir(self.host.guest_run_dir(guest.pk))
         disks = []
         disk_dir = self.host.guest_disk_dir(guest.pk)

@@ -339,7 +339,7 @@ def test_agent_records_failures_found_at_start(users, lab, config):
         (out / "initrd").unlink()  # collected after the Start press
         (roots / "src").rename(roots / "src-old")
         (roots / "src").symlink_to(base / "outside")
-        agent = HostAgent("h", probe=False)
+        agent = HostAgent("h", probe=False, store=base)
         for guest in (gc, swapped):
             agent._act(guest.pk, Guest.objects.get(pk=guest.pk).request_id)
         agent.wait_starts()
@@ -377,7 +377,7 @@ def test_agent_that_died_mid_start_is_not_a_stuck_start(users, lab, config):
         for guest in (taken, waiting):
             gs.guest_start(guest=guest, user=users["operator"])
         Guest.objects.filter(pk=taken.pk).update(pending_action="")  # the dead agent had taken it
-        agent = HostAgent("h", probe=False)
+        agent = HostAgent("h", probe=False, store=base)
         agent._adopt_all()
         row = Guest.objects.get(pk=taken.pk)
         assert row.state == "failed" and "stopped while starting" in row.error
@@ -415,7 +415,7 @@ def test_shutdown_ignored_is_forced_off_after_the_timeout(users, lab, config):
         build = fake_build(lab, config.latest, users["operator"], fake_out_path(base / "out"))
         guest = gs.guest_create(lab=lab, build=build, name="deaf", host=host, kernel=host.kernels.get(),
                                 memory_mib=256, vcpus=1, user=users["operator"])
-        agent = HostAgent("h", stop_timeout=1.0, probe=False)
+        agent = HostAgent("h", stop_timeout=1.0, probe=False, store=base)
         gs.guest_start(guest=guest, user=users["operator"])
         agent._scan()
         agent.wait_starts()
@@ -438,4 +438,35 @@ def test_shutdown_ignored_is_forced_off_after_the_timeout(users, lab, config):
                 os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
             except (OSError, ValueError):
                 pass
+        cleanup(base)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_agent_hands_qemu_only_store_paths_and_kernel_images(users, lab, config):
+    """The rows are written by the unprivileged web tier; the root agent
+    refuses a build output outside /nix/store and a "kernel" that is no
+    kernel image, so a row cannot make QEMU read any host file."""
+    if not KERNELS:
+        pytest.skip("needs a Debian kernel")
+    from guests.hostagent import HostAgent
+
+    base = short_dir()
+    try:
+        host = make_host("h", base)
+        build = fake_build(lab, config.latest, users["operator"], fake_out_path(base / "out"))
+        make = dict(lab=lab, build=build, host=host, kernel=host.kernels.get(), user=users["operator"])
+        outside, notkernel = gs.guest_create(name="outside", **make), gs.guest_create(name="notkernel", **make)
+        (base / "shadow").write_text("root:secret\n")
+        for guest, agent, expected in ((outside, HostAgent("h", probe=False), "is not in /nix/store"),
+                                       (notkernel, HostAgent("h", probe=False, store=base),
+                                        "not a Linux kernel image")):
+            if guest is notkernel:
+                type(make["kernel"]).objects.filter(pk=make["kernel"].pk).update(image=str(base / "shadow"))
+            gs.guest_start(guest=guest, user=users["operator"])
+            agent._act(guest.pk, Guest.objects.get(pk=guest.pk).request_id)
+            agent.wait_starts()
+            row = Guest.objects.get(pk=guest.pk)
+            assert row.state == "failed" and expected in row.error, row.error
+        assert not list(Path(host.run_dir).rglob("*.pid"))
+    finally:
         cleanup(base)
