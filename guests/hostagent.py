@@ -69,8 +69,12 @@ class Managed:
 
 class HostAgent:
     def __init__(self, host_name: str, *, stop_timeout: float = 60.0, probe: bool = True,
-                 store: Path = NIX_STORE) -> None:
+                 store: Path = NIX_STORE, share_roots: list[str] | None = None) -> None:
         self.store = Path(os.path.realpath(store))
+        # Given on the agent's command line (root's choice): a share must be
+        # under one of these as well as under the Host row's roots, which the
+        # web tier can write.
+        self.share_roots = share_roots
         self.host = Host.objects.get(name=host_name)
         self.stop_timeout = stop_timeout
         self.probe = probe
@@ -357,7 +361,10 @@ class HostAgent:
         sources, shares = {}, []
         for share in guest.shares.all():
             # Again now: a directory may have been swapped for a symlink since creation.
-            sources[share.tag] = ShareSource(resolve_share(share.host_path, self.host.roots), share.read_only)
+            path = resolve_share(share.host_path, self.host.roots)
+            if self.share_roots is not None:
+                resolve_share(str(path), self.share_roots)
+            sources[share.tag] = ShareSource(path, share.read_only)
             shares.append(Share(share.tag, run.virtiofsd_socket(share.tag)))
         spec = GuestSpec(kernel=image, initrd=boot.initrd, init=boot.init, boot_params=boot.kernel_params,
                          run_dir=run, memory_mib=guest.memory_mib, vcpus=guest.vcpus,

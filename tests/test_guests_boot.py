@@ -348,10 +348,18 @@ def test_agent_records_failures_found_at_start(users, lab, config):
         assert swapped.state == "failed" and "not under an allowed share root" in swapped.error, swapped.error
         assert not gc.pending_action and not agent.managed
         assert not list(Path(host.run_dir).rglob("*.pid"))
-        # A forged or stale request id does nothing.
+        # Under the Host row's roots (which the web tier can write) but not
+        # under the roots root gave the agent: refused too.
         fake_out_path(out)
         (roots / "src").unlink()
         (roots / "src-old").rename(roots / "src")
+        gs.guest_start(guest=gc, user=users["operator"])
+        narrow = HostAgent("h", probe=False, store=base, share_roots=[str(base / "outside")])
+        narrow._act(gc.pk, Guest.objects.get(pk=gc.pk).request_id)
+        narrow.wait_starts()
+        gc = Guest.objects.get(pk=gc.pk)
+        assert gc.state == "failed" and "not under an allowed share root" in gc.error, gc.error
+        # A forged or stale request id does nothing.
         gs.guest_start(guest=gc, user=users["operator"])
         agent._act(gc.pk, "0" * 32)
         assert Guest.objects.get(pk=gc.pk).state == "starting"

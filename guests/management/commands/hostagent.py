@@ -16,11 +16,14 @@ class Command(BaseCommand):
         parser.add_argument("--stop-timeout", type=float, default=60.0,
                             help="seconds an ACPI shutdown may take before the guest is forced off")
         parser.add_argument("--no-probe", action="store_true", help="skip the KVM probe (use the stored result)")
+        parser.add_argument("--share-root", action="append", dest="share_roots", metavar="DIR",
+                            help="allow shares only under DIR (repeatable) as well as under the host's roots "
+                                 "in the database, which the unprivileged web tier can change")
 
-    def handle(self, *args, host, stop_timeout, no_probe, **options):
+    def handle(self, *args, host, stop_timeout, no_probe, share_roots, **options):
         if not Host.objects.filter(name=host).exists():
             raise CommandError(f"no host named {host!r} (manage.py hostinit creates the default one)")
-        agent = HostAgent(host, stop_timeout=stop_timeout, probe=not no_probe)
+        agent = HostAgent(host, stop_timeout=stop_timeout, probe=not no_probe, share_roots=share_roots)
         # Like healthchecks' sendalerts: finish the current step, then exit;
         # guests keep running for the next agent to adopt.
         signal.signal(signal.SIGTERM, agent.request_stop)

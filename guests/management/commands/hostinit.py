@@ -30,6 +30,8 @@ class Command(BaseCommand):
         if not memory_mib:
             memory_mib = max(1024, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (2 << 20))
         roots = os.getenv("KDEVWEB_SHARE_ROOTS", str(data / "shares")).replace(",", "\n")
+        if "KDEVWEB_SHARE_ROOTS" not in os.environ:
+            (data / "shares").mkdir(mode=0o700, parents=True, exist_ok=True)
         with transaction.atomic():
             row, created = Host.objects.get_or_create(
                 name=host, defaults={"run_dir": run_dir or str(data / "guests" / host),
