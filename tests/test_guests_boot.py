@@ -440,6 +440,14 @@ def test_shutdown_ignored_is_forced_off_after_the_timeout(users, lab, config):
         assert 1.0 <= time.monotonic() - asked < 10
         kinds = list(GuestEvent.objects.filter(guest=guest).values_list("kind", flat=True))
         assert "force off" in kinds and "shutdown" in kinds
+        # Delete without its disks: processes, sockets and run dir go, the disks stay.
+        disk = host.guest_disk_dir(guest.pk) / "disk0.qcow2"
+        disk.parent.mkdir(parents=True)
+        disk.write_bytes(b"data")
+        gs.guest_delete(guest=row, user=users["operator"])
+        agent._scan()
+        assert not Guest.objects.filter(pk=guest.pk).exists()
+        assert not host.guest_run_dir(guest.pk).exists() and disk.read_bytes() == b"data"
     finally:
         for pid_file in base.rglob("*.pid"):
             try:
