@@ -1,8 +1,8 @@
 # Offline stand-in for nixpkgs, used by kdevweb's nixos-flake stand-in
 # (../flake.nix). It is NOT nixpkgs: `lib` is a small faithful subset,
 # `lib.nixosSystem` is a small strict module evaluator (typed options), the package set is a few
-# dozen placeholder derivations, and nixos/lib/make-disk-image.nix makes an
-# empty (unbootable) image. See ../README.md.
+# dozen placeholder derivations, and nixos/lib/make-disk-image.nix makes a
+# disk image that boots from its own disk (syslinux, ext4 root). See ../README.md.
 {
   description = "kdevweb offline stand-in for nixpkgs (lib, nixosSystem, make-disk-image)";
 

@@ -1,6 +1,6 @@
-# backends.libvirt: a qcow2 disk image with its own NixOS kernel, ext4 root
-# on /dev/vda1, GRUB on /dev/vda, DHCP. (The stand-in image is empty and not
-# bootable; see the README.)
+# backends.libvirt: a qcow2 disk image with its own kernel, ext4 root
+# on /dev/vda1, GRUB on /dev/vda, DHCP. (The stand-in image boots with
+# syslinux and the host kernel instead; see the README.)
 { config, lib, pkgs, ... }:
 {
   imports = [ ../user-options.nix ];

@@ -27,7 +27,12 @@ let
   standinInitrdModules = lib.optionals config.standin.loadVirtioModules [
     "virtio" "virtio_ring" "virtio_pci" "fuse" "virtiofs" "virtio_console" "button" "evdev"
   ];
-  initrdModules = config.boot.initrd.kernelModules ++ standinInitrdModules;
+  # A disk-image system (no external kernel) has no udev in the stand-in's
+  # stage 1, so what NixOS would load on demand (availableKernelModules) and
+  # the root file system's driver are loaded up front (ext4 wants crc32c).
+  diskRootModules = lib.optionals (!config.standin.externalKernel)
+    (config.boot.initrd.availableKernelModules ++ [ "crc32c_generic" "ext4" ]);
+  initrdModules = config.boot.initrd.kernelModules ++ diskRootModules ++ standinInitrdModules;
 
   # users and groups ----------------------------------------------------
   users = mapAttrsToList (name: u: u // { inherit name; }) config.users.users;

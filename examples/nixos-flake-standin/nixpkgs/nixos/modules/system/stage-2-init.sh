@@ -74,5 +74,31 @@ else
     log "no /dev/input/event* devices: the ACPI power button will not work"
 fi
 
+# The NIC: DHCP with busybox udhcpc in the background (a guest without a
+# DHCP server still boots). An imageless guest loads virtio_net from the
+# shared modules; a disk-image guest's initrd has loaded it already.
+[ -n "$(ls /sys/class/net | grep -v '^lo$')" ] || modprobe virtio_net 2>/dev/null || true
+cat > /etc/udhcpc.script <<'DHCP'
+#!/bin/sh
+case "$1" in
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        [ -z "$router" ] || ip route add default via "${router%% *}" dev "$interface"
+        : > /etc/resolv.conf
+        for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done
+        echo "kdevweb-standin: $interface has $ip" > /dev/kmsg ;;
+    deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+esac
+DHCP
+chmod 0755 /etc/udhcpc.script
+ip link set lo up
+for netif in $(ls /sys/class/net); do
+    [ "$netif" = lo ] && continue
+    ip link set "$netif" up
+    udhcpc -b -S -i "$netif" -s /etc/udhcpc.script -t 5 -T 1 -p "/run/udhcpc.$netif.pid" > /dev/null 2>&1 \
+        || log "udhcpc on $netif failed to start"
+done
+
 log "$ready"
 exec /bin/init
