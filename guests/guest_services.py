@@ -131,7 +131,7 @@ def guest_create(
             raise ValidationError(f"Share “{tag}” ({mount}) needs a host directory.")
         try:
             resolved[tag] = (mount, str(resolve_share(path, host.roots)), read_only)
-        except ShareError as exc:
+        except (ShareError, OSError) as exc:
             raise ValidationError(f"Share “{tag}”: {exc}") from None
     try:
         with transaction.atomic():
@@ -207,7 +207,7 @@ def guest_start(*, guest: Guest, user) -> Guest:
         for share in current.shares.all():
             try:
                 resolve_share(share.host_path, host.roots)
-            except ShareError as exc:
+            except (ShareError, OSError) as exc:
                 raise ValidationError(f"Share “{share.tag}”: {exc}") from None
         current.state = outcome.state.value
         current.stopping_expected = False

@@ -119,6 +119,13 @@ def image_version(image: Path) -> str | None:
 def check_kernel(image: Path, modules_dir: Path) -> str:
     """Validate a kernel a user names: its version (from the modules dir,
     checked against the image's own when it says one)."""
+    try:
+        return _check_kernel(image, modules_dir)
+    except OSError as exc:  # e.g. a directory on the way that kdevweb may not enter
+        raise KernelError(f"{exc.filename or image}: {exc.strerror}") from None
+
+
+def _check_kernel(image: Path, modules_dir: Path) -> str:
     for what, path in (("kernel image", image), ("modules directory", modules_dir)):
         if not path.is_absolute():
             raise KernelError(f"the {what} must be an absolute path")

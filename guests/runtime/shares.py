@@ -37,6 +37,10 @@ def resolve_share(path: str, roots: Iterable[str | os.PathLike[str]]) -> Path:
         raise ShareError(f"{path} is not under an allowed share root ({listed})")
     if "," in str(real):
         raise ShareError(f"{real}: virtiofsd cannot share a path containing a comma")
-    if not real.is_dir():
+    try:
+        is_dir = real.is_dir()
+    except OSError as exc:  # a directory on the way this user may not enter
+        raise ShareError(f"{path} cannot be reached: {exc.strerror}") from None
+    if not is_dir:
         raise ShareError(f"{path} is not an existing directory")
     return real
