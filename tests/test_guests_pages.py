@@ -19,6 +19,12 @@ from tests.procs import start_daphne
 needs_kernel = pytest.mark.skipif(not KERNELS, reason="needs a Debian kernel in /boot")
 
 
+def host_base(host):
+    from pathlib import Path
+
+    return Path(host.run_dir).parent
+
+
 @pytest.fixture
 def base():
     path = short_dir()
@@ -52,6 +58,15 @@ def test_create_start_and_refusals_through_the_pages(client_for, users, lab, gue
     # A newline in the command line: the form again with the reason, nothing created, no 500.
     bad = client.post(f"/labs/{lab.slug}/guests/new/", {**form, "extra_cmdline": "quiet\ninit=/bin/sh"})
     assert bad.status_code == 400 and b"without control characters" in bad.content
+    assert not Guest.objects.exists()
+    other_host = make_host("elsewhere", host_base(host))
+    for bad in ({"memory_mib": "lots"}, {"memory_mib": "64"}, {"vcpus": "0"}, {"host": "999999"},
+                {"kernel": other_host.kernels.get().pk}, {"name": "../etc"}, {"name": "x" * 100},
+                {"extra_cmdline": "a\x00b"}, {"extra_cmdline": "y" * 5000}):
+        resp = client.post(f"/labs/{lab.slug}/guests/new/", {**form, **bad})
+        assert resp.status_code == 400, bad
+    resp = client.post(f"/labs/{lab.slug}/guests/new/", {**form, "build": "999999"})
+    assert resp.status_code == 404
     assert not Guest.objects.exists()
     resp = client.post(f"/labs/{lab.slug}/guests/new/", form)
     guest = Guest.objects.get(name="web1")
