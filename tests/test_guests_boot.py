@@ -6,14 +6,19 @@ disk written), ACPI shutdown, roll back to the earlier build, start again
 (the disk kept its data), kill -9 of the agent (the guest keeps running,
 a new agent re-adopts it), kill -9 of QEMU (crashed within 2 s, virtiofsd
 gone), delete (nothing left, disks too when asked). A second agent on the
-same machine handles a second host's guest meanwhile.
+same machine handles a second host's guest meanwhile; the NIC fetches a
+token from the host's loopback.
 """
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import re
 import signal
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -74,6 +79,13 @@ def test_guest_life(tmp_path, users, lab, redis_control):
     (shares / "src").mkdir(parents=True)
     (shares / "src" / "token").write_text("share-token-51c9\n")
     agents = []
+    web_root = base / "www"
+    web_root.mkdir()
+    (web_root / "token").write_text("nic-token-3e1d\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(web_root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    http_port = httpd.server_address[1]
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         host = make_host("h1", base, roots=[str(shares)])
         other = make_host("h2", base, roots=[str(shares)])
@@ -144,7 +156,16 @@ def test_guest_life(tmp_path, users, lab, redis_control):
         console.expect(r"\]# ", timeout=10)
         console.send("modprobe virtio_blk; sleep 1; head -c 15 /dev/vda; echo")
         console.expect(r"disk-token-77ab", timeout=20)
+        # The user-mode NIC reaches the host's loopback as 10.0.2.2. The
+        # stand-in brings no NIC up yet (no udhcpc: helper A's area), so the
+        # test configures slirp's fixed addresses by hand.
+        console.send("modprobe virtio_net; sleep 1; ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; "
+                     f"wget -q -O - http://10.0.2.2:{http_port}/token")
+        console.expect(r"nic-token-3e1d", timeout=30)
         console.close()
+        # The SSH port forward listens on the host's loopback.
+        with socket.create_connection(("127.0.0.1", Guest.objects.get(pk=guest.pk).ssh_port), timeout=5):
+            pass
 
         # kill -9 of daphne and of an RQ worker (with its work horses): the
         # guest does not depend on either.
@@ -198,6 +219,7 @@ def test_guest_life(tmp_path, users, lab, redis_control):
         assert left == [], left
         assert all(not alive(pid) for pid in [qemu_pid, *daemons])
     finally:
+        httpd.shutdown()
         for proc in agents:
             proc.stop()
         # Anything a failed test left running.
