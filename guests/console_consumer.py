@@ -165,9 +165,11 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
                     reader.skip_to(gap.end)
                     self.sent = gap.end
                     continue
-                for offset, data in chunks:
-                    await self.send(bytes_data=offset.to_bytes(8, "big") + data)
-                    self.sent = offset + len(data)
+                for start, data in chunks:
+                    # Range fills come in MBs; frames stay at CHUNK (daphne's limit is 1 MB).
+                    for offset, piece in offsetstream.split(start, data):
+                        await self.send(bytes_data=offset.to_bytes(8, "big") + piece)
+                        self.sent = offset + len(piece)
                 for event in events:
                     await self._send_json({"type": "event", "event": event})
         except (asyncio.CancelledError, Disconnected):

@@ -245,3 +245,29 @@ def test_query_replies_are_stripped_keys_kept():
     replies = b"\x1b[24;80R\x1b[?1;2c\x1b[>0;276;0c\x1b[0n\x1b]11;rgb:0000/0000/0000\x1b\\"
     assert strip_replies(replies + typed + b"\x1b[5;1R") == typed
     assert strip_replies(b"plain") == b"plain"
+
+
+def test_relay_survives_a_redis_restart(tmp_path, redis_control):
+    h = Harness(tmp_path)
+
+    async def main():
+        redis = redis_client(settings.REDIS_URL)
+        relay = h.relay(redis)
+        task = asyncio.create_task(relay.run())
+        await asyncio.to_thread(h.chardev.wait_client)
+        await h.emit(b"before\r\n")
+        await _until(lambda: relay.stats.published == 8, what="published")
+        await asyncio.to_thread(redis_control.restart)  # the stream is gone with it (no persistence)
+        await h.emit(b"during and after\r\n")
+        await asyncio.sleep(1.5)
+        assert not task.done()
+        await h.emit(b"later\r\n")
+        await _until(lambda: relay.transcript.offset == 33, what="transcript")
+        # Everything from 0: what Redis lost comes from the relay's disk.
+        got, _ = await _read_all(redis, h.keys, 0, 33)
+        assert got == b"before\r\nduring and after\r\nlater\r\n"
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await redis.aclose()
+
+    run(main())

@@ -92,9 +92,9 @@ class ConsoleRelay:
 
     async def run(self) -> None:
         """Run until cancelled (or :meth:`stop`)."""
-        tasks = [asyncio.create_task(coro) for coro in (
-            self._attach_loop(), self._publish_loop(), self._input_loop(),
-            offsetstream.serve_ranges(self.redis, self.keys, self._read_range), self._heartbeat_loop())]
+        tasks = [asyncio.create_task(self._forever(loop)) for loop in (
+            self._attach_loop, self._publish_loop, self._input_loop,
+            lambda: offsetstream.serve_ranges(self.redis, self.keys, self._read_range), self._heartbeat_loop)]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -105,6 +105,20 @@ class ConsoleRelay:
             await asyncio.gather(*tasks, return_exceptions=True)
             self._flush_final()
             self.transcript.close()
+
+    async def _forever(self, loop) -> None:
+        """Run ``loop()``; restart it a second after an error (Redis restarting,
+        say): the guest's console must not lose its relay over it."""
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                log.warning("console relay %s: %s failed (%s); restarting it", self.keys.prefix,
+                            getattr(loop, "__name__", "range server"), exc)
+                await asyncio.sleep(1.0)
 
     def stop(self) -> None:
         self._stopping = True
