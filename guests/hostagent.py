@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from guests import hostrequests
@@ -185,29 +185,43 @@ class HostAgent:
         GuestEvent.objects.create(guest=guest, kind=kind, text=text[:4000], source="agent", state=guest.state)
 
     def _apply(self, guest: Guest, event: Event) -> None:
-        try:
-            outcome = transition(State(guest.state), event, stopping_expected=guest.stopping_expected)
-        except InvalidTransition as exc:
-            self._event(guest, event.kind, f"ignored: {exc}")
-            return
-        guest.state = outcome.state.value
-        guest.stopping_expected = outcome.stopping_expected
-        if event.kind == "exited":
-            run = RunDir(self.host.guest_run_dir(guest.pk))
-            guest.exit_status = event.returncode
-            guest.exit_text = outcome.note[:200]
-            guest.stopped = timezone.now()
-            guest.qemu_pid = None
-            guest.stop_deadline = None
-            if guest.state in (State.CRASHED.value, State.FAILED.value):
-                guest.stderr_tail = tail_lines(run.qemu_stderr, 30)
-                guest.serial_tail = tail_lines(run.serial_log, 40)
-            if guest.pending_action in (Action.STOP, Action.FORCE_OFF):
-                guest.pending_action = ""
-        if event.kind == "started":
-            guest.started = timezone.now()
-        guest.save()
-        self._event(guest, event.kind, outcome.note or event.detail)
+        """Feed ``event`` to the state machine and store the outcome in
+        ``guest`` (refreshed). Under a row lock, on the row as it is now: a
+        user's request written meanwhile (pending_action, request_id,
+        state) is neither lost nor overwritten with what the agent read before."""
+        with transaction.atomic():
+            row = Guest.objects.select_for_update().filter(pk=guest.pk).first()
+            if row is None:
+                return
+            try:
+                outcome = transition(State(row.state), event, stopping_expected=row.stopping_expected)
+            except InvalidTransition as exc:
+                self._event(row, event.kind, f"ignored: {exc}")
+                return
+            row.state = outcome.state.value
+            row.stopping_expected = outcome.stopping_expected
+            fields = ["state", "stopping_expected"]
+            if event.kind == "exited":
+                run = RunDir(self.host.guest_run_dir(row.pk))
+                row.exit_status = event.returncode
+                row.exit_text = outcome.note[:200]
+                row.stopped = timezone.now()
+                row.qemu_pid = None
+                row.stop_deadline = None
+                fields += ["exit_status", "exit_text", "stopped", "qemu_pid", "stop_deadline"]
+                if row.state in (State.CRASHED.value, State.FAILED.value):
+                    row.stderr_tail = tail_lines(run.qemu_stderr, 30)
+                    row.serial_tail = tail_lines(run.serial_log, 40)
+                    fields += ["stderr_tail", "serial_tail"]
+                if row.pending_action in (Action.STOP, Action.FORCE_OFF):
+                    row.pending_action = ""  # done: the guest is off
+                    fields.append("pending_action")
+            if event.kind == "started":
+                row.started = timezone.now()
+                fields.append("started")
+            row.save(update_fields=fields)
+            self._event(row, event.kind, outcome.note or event.detail)
+        guest.refresh_from_db()
         publish(guest.lab_id, guest.pk)
 
     # -- watching --------------------------------------------------------------
