@@ -12,6 +12,7 @@ the consoles, and a relay restart loses nothing (it resumes from QEMU's
 import asyncio
 import logging
 import signal
+import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -44,8 +45,12 @@ class Command(BaseCommand):
             host_row, ids = row.host, [guest]
         else:
             host_row = Host.objects.filter(name=host).first()
-            if host_row is None:
-                raise CommandError(f"no host named {host!r}")
+            while host_row is None:
+                # Started beside the host agent, which may create the host row first.
+                self.stderr.write(f"no host named {host!r} yet; waiting for it")
+                time.sleep(RESCAN)
+                close_old_connections()
+                host_row = Host.objects.filter(name=host).first()
             ids = None
         asyncio.run(self._run(host_row, ids))
 
