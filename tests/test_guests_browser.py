@@ -35,6 +35,14 @@ def test_start_and_stop_a_guest_in_the_browser(page, server, operator, lab, tmp_
                        log=tmp_path / "agent.log")
         login(page, server)
         page.goto(f"{server}/labs/{lab.slug}/guests/")
+        assert page.is_visible("#no-guests")
+        # Someone else creates a guest: its row appears without a reload.
+        from guests import guest_services
+
+        other = guest_services.guest_create(lab=lab, build=build, name="someone-elses", host=host,
+                                            kernel=host.kernels.get(), memory_mib=256, vcpus=1, user=operator)
+        page.wait_for_selector(f'tr[data-guest="{other.pk}"] [data-field=state]:has-text("defined")', timeout=15000)
+        assert not page.is_visible("#no-guests")
         page.select_option("#new-build", str(build.pk))
         page.click("#new-guest")
         page.fill("#id_name", "clicked")

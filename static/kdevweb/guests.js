@@ -47,7 +47,43 @@
     }
   }
 
+  // A guest someone else created while the list is open: a row like the
+  // server's (name, state, host, configuration, kernel, up since, accel, SSH, who).
+  function addRow(g) {
+    const body = box.querySelector("#guest-table tbody");
+    if (!body) return;
+    const tr = document.createElement("tr");
+    tr.dataset.guest = g.id;
+    const cells = [["name"], ["state"], ["host"], ["configuration"], ["kernel"], ["started"], ["accel"],
+                   ["ssh_port"], ["started_by"]];
+    for (const [name] of cells) {
+      const td = document.createElement("td");
+      if (name === "name") {
+        const a = document.createElement("a");
+        a.href = box.dataset.base + g.id + "/";
+        a.textContent = g.name;
+        td.append(a);
+      } else if (name === "state") {
+        const strong = document.createElement("strong");
+        strong.dataset.field = "state";
+        td.append(strong);
+      } else if (name === "configuration") {
+        td.textContent = g.configuration + " r" + g.revision + " · build #" + g.build;
+      } else if (name === "host" || name === "kernel") {
+        td.textContent = g[name];
+      } else {
+        td.dataset.field = name;
+      }
+      tr.append(td);
+    }
+    body.append(tr);
+    document.getElementById("no-guests").hidden = true;
+    document.getElementById("guest-table-box").hidden = false;
+    return tr;
+  }
+
   function apply(g) {
+    if (box.id !== "guest" && !box.querySelector('tr[data-guest="' + g.id + '"]')) addRow(g);
     const scope = box.id === "guest" ? (String(g.id) === box.dataset.guest ? box : null)
                                      : box.querySelector('tr[data-guest="' + g.id + '"]');
     if (!scope) return;
