@@ -55,3 +55,4 @@ class RevisionAdmin(admin.ModelAdmin):
 
 
 from . import vm_admin  # noqa: E402,F401  (hosts, kernels, guests)
+from . import console_admin  # noqa: E402,F401  (the audit log of console input)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import threading
 import time
@@ -270,3 +271,44 @@ def test_console_page_and_transcript_downloads(client_for, users, console, daphn
     assert "second boot" in detail and 'id="console-link"' in detail and "2 boots" in detail
     listing = client.get(f"/labs/{guest.lab.slug}/guests/").content.decode()
     assert "second boot" in listing
+
+
+def test_slow_page_is_not_buffered_for_and_demotion_stops_typing(client_for, users, lab, console, daphne):
+    """A page that stops acknowledging gets at most the high-water mark;
+    the rest waits in Redis / the transcript and arrives, exact, once it acks."""
+    from django.test import Client
+
+    from guests.console_consumer import HIGH_WATER
+
+    guest, chardev, relay = console
+    chardev.echo = False
+    client = Client()
+    client.force_login(users["operator"])
+    payload = os.urandom(4 * 1024 * 1024)
+    with _ws(daphne, guest, client) as ws:
+        first = json.loads(ws.recv(timeout=10))
+        assert first["type"] == "hello"
+        chardev.emit(payload)
+        wait_for(lambda: relay.relay.transcript.offset == len(payload), 10, what="the burst in the transcript")
+        got = bytearray()
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            try:
+                frame = ws.recv(timeout=0.2)
+            except TimeoutError:
+                continue
+            if isinstance(frame, bytes):
+                got += frame[8:]
+        assert HIGH_WATER // 2 <= len(got) <= HIGH_WATER + 64 * 1024, len(got)
+        page = Page(ws)
+        page.start, page.data = 0, got
+        ws.send(json.dumps({"type": "ack", "offset": len(got)}))
+        page.pump(lambda p: len(p.data) >= len(payload), timeout=20)
+        assert bytes(page.data) == payload
+        # Demoted to viewer while connected: typing refused within a second.
+        Membership.objects.filter(lab=lab, user=users["operator"]).update(role="viewer")
+        page.pump(lambda p: any(m["type"] == "role" and not m["can_type"] for m in p.messages), timeout=3)
+        ws.send(b"typed after demotion\r")
+        page.pump(lambda p: "refused" in p.kinds(), timeout=3)
+    time.sleep(0.3)
+    assert b"after demotion" not in chardev.received
