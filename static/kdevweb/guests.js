@@ -76,6 +76,9 @@
       }
       tr.append(td);
     }
+    // Columns other pages' code adds (e.g. the console cell) stay empty until a reload.
+    const columns = box.querySelectorAll("#guest-table thead th").length;
+    while (tr.children.length < columns) tr.append(document.createElement("td"));
     body.append(tr);
     document.getElementById("no-guests").hidden = true;
     document.getElementById("guest-table-box").hidden = false;
