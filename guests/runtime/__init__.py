@@ -19,6 +19,9 @@ building a command line is kept apart from owning the process that runs it.
 * :mod:`.accel` finds out whether KVM really works here, else TCG.
 * :mod:`.disks` creates and inspects per-guest qcow2 disks.
 * :mod:`.shares` keeps a user's share directory under the host's roots.
+* :mod:`.libvirt` builds a libvirt guest's domain XML (overlay on the
+  store image) and drives it through libvirt-python; :mod:`.libvirt_events`
+  turns libvirt's domain events into state-machine events (with reconnects).
 
 Nothing here imports Django; callers pass plain values in and get plain
 values (or a clear exception) back.
