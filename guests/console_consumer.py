@@ -130,6 +130,8 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         await self._send_json({"type": "hello", "role": self.role, "can_type": self.can_type,
                                "offset": self.sent, "head": info.get("head"),
                                "connected": bool(info.get("connected")), "user": user.get_username()})
+        self.answerer = False
+        await self._claim_answerer()
         await self._presence_update()
         self.tasks = [asyncio.create_task(self._pump()), asyncio.create_task(self._watch())]
 
@@ -209,7 +211,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             await self._send_json({"type": "refused", "reason": f"your role in this lab is {self.role}: "
                                    "viewers cannot type into consoles"})
             return
-        if not await self._is_answerer():
+        if not self.answerer:
             data = strip_replies(data)
         if not data:
             return
@@ -222,13 +224,21 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         await pipe.execute()
         self._record(data, refused=False)
 
-    async def _is_answerer(self) -> bool:
+    async def _claim_answerer(self) -> None:
         """Whether this page's terminal answers queries for the console: the
-        first operator to take the lease keeps it while connected."""
-        taken = await self.redis.set(self.keys.answerer, self.conn_id, nx=True, px=ANSWERER_LEASE_MS)
-        if taken:
-            return True
-        return (await self.redis.get(self.keys.answerer) or b"").decode() == self.conn_id
+        first operator to take the lease keeps it (renewed every
+        ACCESS_RECHECK) while connected; another takes it within the lease
+        once it leaves. Kept in ``self.answerer`` so a keystroke costs no
+        extra Redis round trip."""
+        if not self.can_type:
+            self.answerer = False
+            return
+        if await self.redis.set(self.keys.answerer, self.conn_id, nx=True, px=ANSWERER_LEASE_MS):
+            self.answerer = True
+            return
+        self.answerer = (await self.redis.get(self.keys.answerer) or b"").decode() == self.conn_id
+        if self.answerer:
+            await self.redis.pexpire(self.keys.answerer, ANSWERER_LEASE_MS)
 
     def _record(self, data: bytes, *, refused: bool) -> None:
         last = self.audit[-1] if self.audit else None
@@ -267,8 +277,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
                             if (await self.redis.get(self.keys.answerer) or b"").decode() == self.conn_id:
                                 await self.redis.delete(self.keys.answerer)
                     await self._send_json({"type": "role", "role": role, "can_type": self.can_type})
-                if self.can_type and (await self.redis.get(self.keys.answerer) or b"").decode() == self.conn_id:
-                    await self.redis.pexpire(self.keys.answerer, ANSWERER_LEASE_MS)
+                await self._claim_answerer()
                 await self._presence_update()
                 if time.monotonic() - last_flush >= AUDIT_FLUSH:
                     last_flush = time.monotonic()

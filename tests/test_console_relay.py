@@ -66,7 +66,8 @@ class Harness:
 
 
 def run(coro):
-    return asyncio.run(coro)
+    # A stuck step fails the test instead of hanging the run.
+    return asyncio.run(asyncio.wait_for(coro, 60))
 
 
 def test_output_reaches_transcript_and_readers_in_order(tmp_path):
@@ -264,7 +265,10 @@ def test_relay_survives_a_redis_restart(tmp_path, redis_control):
         await h.emit(b"later\r\n")
         await _until(lambda: relay.transcript.offset == 33, what="transcript")
         # Everything from 0: what Redis lost comes from the relay's disk.
-        got, _ = await _read_all(redis, h.keys, 0, 33)
+        # (A fresh client, as a page reconnecting after the restart has.)
+        reader_redis = redis_client(settings.REDIS_URL)
+        got, _ = await _read_all(reader_redis, h.keys, 0, 33)
+        await reader_redis.aclose()
         assert got == b"before\r\nduring and after\r\nlater\r\n"
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

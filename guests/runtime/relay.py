@@ -212,22 +212,31 @@ class ConsoleRelay:
             while data := await reader.read(offsetstream.CHUNK):
                 self._output(data)
             return
-        while True:
-            try:
+        # One read outstanding across timeouts (not asyncio.wait_for, which
+        # in Python 3.11 can swallow a cancellation that races a result).
+        read: asyncio.Task | None = None
+        try:
+            while True:
+                if read is None:
+                    read = asyncio.ensure_future(reader.read(offsetstream.CHUNK))
                 # A periodic look at the log too: a byte QEMU logged after
                 # the wake-up we already handled is picked up within 50 ms.
-                data = await asyncio.wait_for(reader.read(offsetstream.CHUNK), timeout=0.05)
-            except asyncio.TimeoutError:
+                done, _ = await asyncio.wait({read}, timeout=0.05)
                 data = None
-            if data == b"":
-                return
-            got = self._follow_log(log_fh)
-            # QEMU writes the log just after the socket: give it a moment.
-            for delay in (0.0005, 0.002):
-                if got or data is None:
-                    break
-                await asyncio.sleep(delay)
+                if done:
+                    data, read = read.result(), None
+                    if data == b"":
+                        return
                 got = self._follow_log(log_fh)
+                # QEMU writes the log just after the socket: give it a moment.
+                for delay in (0.0005, 0.002):
+                    if got or data is None:
+                        break
+                    await asyncio.sleep(delay)
+                    got = self._follow_log(log_fh)
+        finally:
+            if read is not None:
+                read.cancel()
 
     def _output(self, data: bytes) -> None:
         offset = self.transcript.append(data)
@@ -294,7 +303,8 @@ class ConsoleRelay:
                 for eid, fields in entries:
                     last = eid.decode()
                     await self._type(last, fields)
-                    await self.redis.set(position_key, last)
+                # Once per batch: a relay killed mid-batch types at most that batch twice.
+                await self.redis.set(position_key, last)
 
     async def _type(self, eid: str, fields: dict) -> None:
         data = fields.get(b"d", b"")
@@ -303,11 +313,15 @@ class ConsoleRelay:
         if age > STALE_INPUT:
             await self._drop(data, who, f"queued {age:.0f} s ago while no relay ran")
             return
-        try:
-            await asyncio.wait_for(self._connected.wait(), timeout=max(0.1, STALE_INPUT - age))
-        except asyncio.TimeoutError:
-            await self._drop(data, who, "the console is not connected")
-            return
+        if not self._connected.is_set():
+            waiter = asyncio.ensure_future(self._connected.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=max(0.1, STALE_INPUT - age))
+            finally:
+                waiter.cancel()
+            if not self._connected.is_set():
+                await self._drop(data, who, "the console is not connected")
+                return
         writer = self._writer
         try:
             assert writer is not None

@@ -71,9 +71,8 @@ class Command(BaseCommand):
                     await pool.sync(await sync_to_async(wanted, thread_sensitive=False)())
                 except Exception:  # noqa: BLE001 - database away: keep the relays we have
                     log.exception("could not read this host's guests; keeping the current relays")
-                try:
-                    await asyncio.wait_for(stop.wait(), RESCAN)
-                except asyncio.TimeoutError:
-                    pass
+                waiter = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter}, timeout=RESCAN)
+                waiter.cancel()
         finally:
             await pool.close()
