@@ -275,3 +275,31 @@ def test_relay_survives_a_redis_restart(tmp_path, redis_control):
         await redis.aclose()
 
     run(main())
+
+
+def test_pool_follows_the_wanted_consoles_and_frees_a_deleted_guests_keys(tmp_path):
+    from guests.runtime.relaypool import ConsoleSpec, RelayPool
+
+    h = Harness(tmp_path)
+    guest_id = secrets.randbelow(10**9)
+    spec = ConsoleSpec(guest_id, "ttyS0", h.sock, h.log, h.dir)
+
+    async def main():
+        redis = redis_client(settings.REDIS_URL)
+        pool = RelayPool(redis)
+        await pool.sync([spec])
+        await asyncio.to_thread(h.chardev.wait_client)
+        await h.emit(b"hello\r\n")
+        keys = offsetstream.console_keys(guest_id, "ttyS0")
+        deadline = time.monotonic() + 5
+        while not await redis.exists(keys.out) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await pool.sync([spec])  # unchanged: the same relay runs on
+        assert len(pool.running) == 1
+        await pool.sync([])  # the guest was deleted
+        assert not pool.running and not await redis.exists(keys.out)
+        assert transcript.read_range(h.dir, 0) == b"hello\r\n"  # the transcript stays
+        await pool.close()
+        await redis.aclose()
+
+    run(main())

@@ -41,6 +41,8 @@ class RelayPool:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     log.error("relay for guest %s %s died: %r; restarting", *key, task.exception())
                 await self._stop(key)
+                if key not in by_key:
+                    await self._purge(*key)
         for key, spec in by_key.items():
             if key not in self.running:
                 relay = ConsoleRelay(socket_path=spec.socket_path, transcript_dir=spec.transcript_dir,
@@ -53,6 +55,16 @@ class RelayPool:
         relay.stop()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+    async def _purge(self, guest_id: int, console: str) -> None:
+        """The guest is gone: free its Redis keys (its transcript stays on disk)."""
+        prefix = console_keys(guest_id, console).prefix
+        try:
+            keys = [key async for key in self.redis.scan_iter(match=prefix + ":*", count=1000)]
+            if keys:
+                await self.redis.delete(*keys)
+        except Exception as exc:  # noqa: BLE001 - Redis away: the keys stay until next time
+            log.warning("could not remove the Redis keys of %s: %s", prefix, exc)
 
     async def close(self) -> None:
         for key in list(self.running):
