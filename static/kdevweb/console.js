@@ -132,6 +132,7 @@
     const text = term.getSelection();
     if (text && navigator.clipboard) navigator.clipboard.writeText(text);
   });
+  window.kdevwebConsole.selection = () => term.getSelection();
   window.kdevwebConsole.buffer = () => {  // the terminal's text, for tests
     const lines = [];
     const b = term.buffer.active;
