@@ -303,3 +303,20 @@ def test_pool_follows_the_wanted_consoles_and_frees_a_deleted_guests_keys(tmp_pa
         await redis.aclose()
 
     run(main())
+
+
+def test_retention_deletes_old_ended_boots_only(tmp_path):
+    writer = transcript.TranscriptWriter(tmp_path)
+    for key in ("a", "b", "c"):
+        writer.begin(key)
+        writer.append(key.encode() * 10)
+    writer.end()
+    writer.begin("d")  # the running boot is never pruned
+    writer.append(b"d" * 10)
+    index = writer.index
+    index[0].ended, index[1].ended = time.time() - 100 * 86400, time.time() - 10 * 86400
+    pruned = writer.prune(30 * 86400)
+    assert [b.boot for b in pruned] == [1]
+    assert [b.boot for b in transcript.boots(tmp_path)] == [2, 3, 4]
+    assert not (tmp_path / "boot-000001.log.gz").exists()
+    assert transcript.read_range(tmp_path, 10, 40) == b"b" * 10 + b"c" * 10 + b"d" * 10

@@ -71,13 +71,15 @@ class RelayStats:
 class ConsoleRelay:
     def __init__(self, *, socket_path: Path, transcript_dir: Path, redis: Any, keys: StreamKeys,
                  logfile: Path | None = None, window: int = offsetstream.WINDOW,
-                 reconnect_interval: float = 0.2) -> None:
+                 reconnect_interval: float = 0.2, keep_seconds: float | None = None) -> None:
         self.socket_path = Path(socket_path)
         self.logfile = logfile
         self.redis = redis
         self.keys = keys
         self.window = window
         self.reconnect_interval = reconnect_interval
+        self.keep_seconds = keep_seconds  # transcript retention (None: keep every boot)
+        self._last_prune = 0.0
         self.transcript = TranscriptWriter(transcript_dir)
         self.stats = RelayStats()
         self._writer: asyncio.StreamWriter | None = None
@@ -352,6 +354,11 @@ class ConsoleRelay:
 
     async def _heartbeat_loop(self) -> None:
         while True:
+            if self.keep_seconds is not None and time.monotonic() - self._last_prune > 600:
+                self._last_prune = time.monotonic()
+                pruned = self.transcript.prune(self.keep_seconds)
+                if pruned:
+                    await self._event("boots-pruned", boots=",".join(str(b.boot) for b in pruned))
             current = self.transcript.current
             info = {"head": self.transcript.offset, "connected": self._connected.is_set(),
                     "boot": current.boot if current else None, "pid": os.getpid(), "host": socket.gethostname()}

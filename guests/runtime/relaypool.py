@@ -29,8 +29,9 @@ class ConsoleSpec:
 
 
 class RelayPool:
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, *, keep_seconds: float | None = None) -> None:
         self.redis = redis
+        self.keep_seconds = keep_seconds
         self.running: dict[tuple[int, str], tuple[ConsoleSpec, ConsoleRelay, asyncio.Task]] = {}
 
     async def sync(self, wanted: list[ConsoleSpec]) -> None:
@@ -47,7 +48,7 @@ class RelayPool:
             if key not in self.running:
                 relay = ConsoleRelay(socket_path=spec.socket_path, transcript_dir=spec.transcript_dir,
                                      redis=self.redis, keys=console_keys(spec.guest_id, spec.console),
-                                     logfile=spec.logfile)
+                                     logfile=spec.logfile, keep_seconds=self.keep_seconds)
                 self.running[key] = (spec, relay, asyncio.create_task(relay.run()))
 
     async def _stop(self, key: tuple[int, str]) -> None:

@@ -203,6 +203,20 @@ class TranscriptWriter:
             self._save()
         return current
 
+    def prune(self, keep_seconds: float, now: float | None = None) -> list[Boot]:
+        """Delete ended boots that ended more than ``keep_seconds`` ago (the
+        retention setting); the offsets of the rest do not change."""
+        now = time.time() if now is None else now
+        old = [b for b in self.index if b.end is not None and b.ended is not None and b.ended < now - keep_seconds]
+        if not old:
+            return []
+        self.index = [b for b in self.index if b not in old]
+        self._save()  # first: a reader never finds an indexed boot without its file
+        for boot in old:
+            (self.directory / boot.packed).unlink(missing_ok=True)
+            (self.directory / boot.plain).unlink(missing_ok=True)
+        return old
+
     def close(self) -> None:
         """Stop writing without ending the boot (the relay stops, the guest runs on)."""
         if self._fh is not None:

@@ -11,6 +11,7 @@ the consoles, and a relay restart loses nothing (it resumes from QEMU's
 
 import asyncio
 import logging
+import os
 import signal
 import time
 
@@ -36,8 +37,12 @@ class Command(BaseCommand):
         group = parser.add_mutually_exclusive_group(required=True)
         group.add_argument("--host", help="the Host's name: every guest on it")
         group.add_argument("--guest", type=int, help="one guest's id")
+        parser.add_argument("--keep-days", type=float,
+                            default=float(os.environ.get("KDEVWEB_TRANSCRIPT_DAYS", "90")),
+                            help="delete a console's boot transcripts this many days after the boot ended "
+                                 "(0: keep them forever; default $KDEVWEB_TRANSCRIPT_DAYS or 90)")
 
-    def handle(self, *args, host=None, guest=None, **options):
+    def handle(self, *args, host=None, guest=None, keep_days=90.0, **options):
         if guest is not None:
             row = Guest.objects.select_related("host").filter(pk=guest).first()
             if row is None:
@@ -52,14 +57,14 @@ class Command(BaseCommand):
                 close_old_connections()
                 host_row = Host.objects.filter(name=host).first()
             ids = None
-        asyncio.run(self._run(host_row, ids))
+        asyncio.run(self._run(host_row, ids, keep_days * 86400 if keep_days > 0 else None))
 
-    async def _run(self, host: Host, ids: list[int] | None) -> None:
+    async def _run(self, host: Host, ids: list[int] | None, keep_seconds: float | None) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        pool = RelayPool(redis_client(settings.REDIS_URL, settings.REDIS_PASSWORD))
+        pool = RelayPool(redis_client(settings.REDIS_URL, settings.REDIS_PASSWORD), keep_seconds=keep_seconds)
 
         def wanted():
             close_old_connections()
