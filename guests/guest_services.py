@@ -82,11 +82,16 @@ def _check_build(build: Build, lab: Lab) -> None:
         raise ValidationError("That build is not in this lab.")
     if build.status != Status.SUCCEEDED or not build.out_path:
         raise ValidationError(f"Build #{build.pk} has not succeeded; only a succeeded build can run.")
-    if build.revision.settings.get("backend") != "imageless":
-        raise ValidationError(f"Build #{build.pk} is not an imageless build; only those run as guests here.")
+    if build.revision.settings.get("backend") not in ("imageless", "libvirt"):
+        raise ValidationError(f"Build #{build.pk} is neither an imageless nor a libvirt build.")
 
 
 def _check_boot(build: Build) -> None:
+    if build.revision.settings.get("backend") == "libvirt":
+        # A libvirt guest boots the build's disk image (guests.libvirt_agent).
+        if not (Path(build.out_path) / "nixos.qcow2").is_file():
+            raise ValidationError(f"Build #{build.pk}'s disk image is gone (garbage-collected?); rebuild it.")
+        return
     try:
         read_bootspec(build.out_path)
     except BootSpecError as exc:
@@ -101,6 +106,8 @@ def guest_create(
     """A defined guest; disks are created by the agent at its first start."""
     _check_build(build, lab)
     settings = build.revision.settings
+    if settings.get("backend") == "libvirt" and not host.libvirt_uri:
+        raise ValidationError(f"Host {host} has no libvirt URI; a libvirt build runs only on a host that has one.")
     if not _NAME.fullmatch(name or ""):
         raise ValidationError("A guest name is 1–63 letters, digits, '.', '_' or '-', "
                               "starting with a letter or digit.")
@@ -288,6 +295,8 @@ def guest_rollback(*, guest: Guest, build: Build, user) -> Guest:
         current.build = build
         current.save(update_fields=["build"])
         direction = "rolled back" if build.pk < old.pk else "moved forward"
+        keep = (" (a new root disk overlay for that build; the old one is kept until the guest is deleted)"
+                if build.revision.settings.get("backend") == "libvirt" else "")
         event_add(guest=current, kind="rollback", user=user,
-                  text=f"{direction} from build #{old.pk} ({old.revision}) to #{build.pk} ({build.revision})")
+                  text=f"{direction} from build #{old.pk} ({old.revision}) to #{build.pk} ({build.revision}){keep}")
     return current

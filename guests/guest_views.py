@@ -86,7 +86,18 @@ def guest_detail(request, lab, guest_id):
         "lab": lab, "guest": guest, "summary": selectors.guest_summary(guest, events=True),
         "disks": guest.disks.all(), "shares": guest.shares.all(), "is_operator": _is_operator(request),
         "builds": selectors.succeeded_builds(lab=lab, configuration=guest.configuration).exclude(pk=guest.build_id),
+        "libvirt": _libvirt_info(guest),
     })
+
+
+def _libvirt_info(guest):
+    """What the page shows of a libvirt guest's domain (None for QEMU guests)."""
+    from guests import libvirt_agent
+
+    if not libvirt_agent.is_libvirt(guest):
+        return None
+    return {"uri": guest.host.libvirt_uri, "domain": libvirt_agent.domain_name(guest),
+            "xml": libvirt_agent.domain_xml_of(guest)}
 
 
 def _act(request, lab, guest_id, what, done):

@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from guests import hostrequests
 from guests.agent_support import free_loopback_port, keep_sqlite_owned, tail_lines
+from guests.libvirt_agent import LibvirtSide
 from guests.guest_stream import publish
 from guests.runtime import process
 from guests.runtime.accel import probe_accel
@@ -87,6 +88,8 @@ class HostAgent:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.stopping = threading.Event()
+        # Guests of libvirt builds run as libvirt domains (guests.libvirt_agent).
+        self.libvirt = LibvirtSide(self)
 
     # -- wiring ----------------------------------------------------------------
 
@@ -141,6 +144,7 @@ class HostAgent:
             self.host.refresh_from_db()
             log.info("accelerator: %s (%s)", result.accel, result.reason)
         self._adopt_all()
+        self.libvirt.start()
         keep_sqlite_owned()
         listener = threading.Thread(target=self._listen, name="requests", daemon=True)
         listener.start()
@@ -162,6 +166,7 @@ class HostAgent:
             try:
                 keep_sqlite_owned()
                 self._watch()
+                self.libvirt.drain()
                 self._finish_starts()
                 while not self.requests.empty():
                     request = self.requests.get_nowait()
@@ -177,6 +182,7 @@ class HostAgent:
         # sessions, and the next agent adopts them.
         for item in self.managed.values():
             item.watcher.close()
+        self.libvirt.stop()
         log.info("host agent for %s stopped; %d guests left running", self.host.name, len(self.managed))
 
     # -- recording -------------------------------------------------------------
@@ -271,6 +277,7 @@ class HostAgent:
         Host.objects.filter(pk=self.host.pk).update(agent_seen=timezone.now())
         for guest in Guest.objects.filter(host=self.host).exclude(pending_action=""):
             self._act(guest.pk, guest.request_id)
+        self.libvirt.scan()
         now = timezone.now()
         for guest in Guest.objects.filter(host=self.host, state=State.STOPPING.value, stop_deadline__lt=now):
             item = self.managed.get(guest.pk)
@@ -290,6 +297,9 @@ class HostAgent:
             # Cleared first: a request that fails is recorded, never retried forever.
             Guest.objects.filter(pk=guest.pk, request_id=request_id).update(pending_action="")
             guest.pending_action = ""
+        if self.libvirt.owns(guest):
+            self.libvirt.act(guest, action)
+            return
         item = self.managed.get(guest.pk)
         if action == Action.START:
             self._start(guest)
@@ -447,6 +457,8 @@ class HostAgent:
 
     def _adopt_all(self) -> None:
         for guest in Guest.objects.filter(host=self.host, state__in=ACTIVE_STATES):
+            if self.libvirt.owns(guest):
+                continue  # re-read from libvirt (LibvirtSide.resync)
             run = RunDir(self.host.guest_run_dir(guest.pk))
             try:
                 adopted = adopt_guest(run)

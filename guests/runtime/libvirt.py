@@ -220,6 +220,9 @@ def define(conn: libvirt.virConnect, spec: DomainSpec) -> libvirt.virDomain:
     existing = lookup(conn, spec.name, spec.guest_id)  # NotOurs / NameClash propagate
     if existing is not None and existing.isActive():
         raise LibvirtGuestError(f"the domain {spec.name!r} is running; stop it first")
+    if existing is not None:
+        # Same name, same guest: keep libvirt's UUID or it refuses the redefinition.
+        xml = xml.replace("<name>", f"<uuid>{existing.UUIDString()}</uuid>\n  <name>", 1)
     return _call("define the domain", conn.defineXML, xml)
 
 
