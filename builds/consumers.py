@@ -9,14 +9,12 @@ the build ends, whatever is left in the file is sent before the final status.
 """
 
 import asyncio
-import json
 import time
 
-from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from guests.access import lab_role
+from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_FORBIDDEN, LiveJsonConsumer
 
 from . import logstore
 from .models import Build, Status
@@ -25,11 +23,6 @@ from .stream import group_name
 from .termsafe import terminal_safe
 
 SEND_CHUNK = 1000
-# Access is re-checked this often while connected: a member removed from the
-# lab loses the stream within it (close code 4403).
-ACCESS_RECHECK = 0.5
-CLOSE_FORBIDDEN = 4403
-CLOSE_BAD_FRAME = 4400
 
 
 @database_sync_to_async
@@ -46,7 +39,7 @@ def _summary(build_id: int) -> dict:
     return build_summary(build)
 
 
-class BuildConsumer(AsyncJsonWebsocketConsumer):
+class BuildConsumer(LiveJsonConsumer):
     async def connect(self):
         build_id = int(self.scope["url_route"]["kwargs"]["build_id"])
         build = await _allowed_build(self.scope["user"], build_id)
@@ -75,14 +68,6 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
             if task is not None:
                 task.cancel()
 
-    async def receive(self, text_data=None, bytes_data=None, **kwargs):
-        # The protocol has no client messages; a frame that is not JSON
-        # comes from a broken or hostile client: close, no traceback.
-        try:
-            json.loads(text_data if text_data is not None else bytes_data)
-        except (TypeError, ValueError):
-            await self.close(code=CLOSE_BAD_FRAME)
-
     async def _watch_access(self):
         """Close the socket once the user may no longer see the build
         (removed from the lab, or the build deleted)."""
@@ -95,14 +80,8 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
         except asyncio.CancelledError:
             pass
 
-    async def send_json(self, *args, **kwargs):
-        # The viewer may leave between a status arriving and our reply (a
-        # build ending as the tab closes): that is not an error, and the
-        # disconnect handler cleans up.
-        try:
-            await super().send_json(*args, **kwargs)
-        except Disconnected:
-            self.terminal = True  # stops the poller
+    def viewer_gone(self) -> None:
+        self.terminal = True  # stops the poller
 
     async def _send_lines(self, start: int, lines: list[str], t: float | None = None) -> None:
         for i in range(0, len(lines), SEND_CHUNK):

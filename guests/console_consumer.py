@@ -38,6 +38,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
+from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_BAD_FRAME, CLOSE_FORBIDDEN
+
 from .access import lab_role, role_at_least
 from .console_models import ConsoleInput
 from .models import Role
@@ -48,14 +50,11 @@ from .vm_models import Guest
 log = logging.getLogger("kdevweb.console")
 
 CONSOLES = ("ttyS0", "hvc0")
-ACCESS_RECHECK = 0.5
 HIGH_WATER = 1 << 20  # unacknowledged bytes per page before we stop pulling
 PRESENCE_STALE = 5.0  # a presence entry not refreshed for this long is a dead connection
 ANSWERER_LEASE_MS = 3000
 AUDIT_FLUSH = 1.0
 MAX_INPUT_FRAME = 64 * 1024
-CLOSE_FORBIDDEN = 4403
-CLOSE_BAD_FRAME = 4400
 
 _clients: dict[int, object] = {}
 

@@ -11,11 +11,10 @@ only delay an update, never leave a stale state.
 """
 
 import asyncio
-import json
 
-from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_FORBIDDEN, LiveJsonConsumer
 
 from .access import lab_role
 from .guest_stream import group_name
@@ -23,10 +22,7 @@ from .models import Lab
 from .selectors import guest_summary
 from .vm_models import Guest
 
-ACCESS_RECHECK = 0.5
 RESNAPSHOT = 2.0
-CLOSE_FORBIDDEN = 4403
-CLOSE_BAD_FRAME = 4400
 
 
 @database_sync_to_async
@@ -46,7 +42,7 @@ def _summaries(lab_id: int, guest_id: int | None) -> list[dict]:
     return [guest_summary(g, events=guest_id is not None) for g in qs]
 
 
-class GuestsConsumer(AsyncJsonWebsocketConsumer):
+class GuestsConsumer(LiveJsonConsumer):
     async def connect(self):
         lab = await _allowed_lab(self.scope["user"], self.scope["url_route"]["kwargs"]["lab_slug"])
         if lab is None:
@@ -69,18 +65,6 @@ class GuestsConsumer(AsyncJsonWebsocketConsumer):
         task = getattr(self, "watcher", None)
         if task is not None:
             task.cancel()
-
-    async def receive(self, text_data=None, bytes_data=None, **kwargs):
-        try:
-            json.loads(text_data if text_data is not None else bytes_data)
-        except (TypeError, ValueError):
-            await self.close(code=CLOSE_BAD_FRAME)
-
-    async def send_json(self, *args, **kwargs):
-        try:
-            await super().send_json(*args, **kwargs)
-        except Disconnected:
-            pass
 
     async def _snapshot(self, force: bool = False) -> None:
         summaries = await _summaries(self.lab.pk, self.guest_id)

@@ -1,0 +1,40 @@
+"""What kdevweb's websockets share (builds, guest state, consoles).
+
+Routing wraps each of them the same way (kdevweb/asgi.py: the Origin check
+of kdevweb/wsorigin.py around AuthMiddlewareStack); each consumer authorises
+before accept() and re-checks access every ACCESS_RECHECK seconds while
+connected, closing with CLOSE_FORBIDDEN once the user may no longer look.
+"""
+
+import json
+
+from autobahn.exception import Disconnected
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+# A member removed from the lab loses the socket within this many seconds.
+ACCESS_RECHECK = 0.5
+CLOSE_FORBIDDEN = 4403
+CLOSE_BAD_FRAME = 4400
+
+
+class LiveJsonConsumer(AsyncJsonWebsocketConsumer):
+    """A server-to-page JSON stream whose clients have nothing to say."""
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        # A frame that is not JSON comes from a broken or hostile client:
+        # close with a code, no traceback.
+        try:
+            json.loads(text_data if text_data is not None else bytes_data)
+        except (TypeError, ValueError):
+            await self.close(code=CLOSE_BAD_FRAME)
+
+    async def send_json(self, *args, **kwargs):
+        # The viewer may leave between an update arriving and our reply (a
+        # build ending as the tab closes): not an error; disconnect() cleans up.
+        try:
+            await super().send_json(*args, **kwargs)
+        except Disconnected:
+            self.viewer_gone()
+
+    def viewer_gone(self) -> None:
+        """Called when a send finds the viewer gone; stop background senders."""
