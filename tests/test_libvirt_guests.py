@@ -31,7 +31,7 @@ from guests.runtime import libvirt as lv
 from guests.vm_models import Guest, GuestEvent, Host
 from tests.guest_helpers import KERNELS, cleanup, fake_build, make_host, short_dir
 from tests.helpers import sample_settings, skip_or_fail
-from tests.libvirt_helpers import URI, ensure_libvirtd
+from tests.libvirt_helpers import URI, ensure_libvirtd, libvirtd_pid
 from tests.procs import manage, wait_for
 from tests.test_standin_image import NIX
 
@@ -201,12 +201,21 @@ def test_libvirt_guest_through_the_whole_path(tmp_path, users, lab, redis_contro
         row = wait_exit_text(guest, "re-reading", 5.0)
         assert "destroyed" in row.exit_text
 
-        # ACPI shutdown -> stopped
+        # libvirtd restarts while the guest runs: it keeps running, the agent
+        # reconnects; then an ACPI shutdown -> stopped, seen through libvirt's events
         gs.guest_start(guest=row, user=op)
         wait_state(guest, "running", 60)
         wait_log(log, r"ready \(user", 120)
+        pid = libvirtd_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: libvirtd_pid() is None, 10, what="libvirtd gone")
+            assert ensure_libvirtd() is None
+            time.sleep(4)  # keepalive (1 s x 2) notices, the watcher reconnects
+        assert Guest.objects.get(pk=guest.pk).state == "running"
         gs.guest_stop(guest=Guest.objects.get(pk=guest.pk), user=op)
         wait_state(guest, "stopped", 60)
+        assert GuestEvent.objects.filter(guest=guest, text__contains="the guest powered off").exists()
 
         # rollback to build 1: a new overlay, the old one kept
         gs.guest_rollback(guest=Guest.objects.get(pk=guest.pk), build=b1, user=op)
@@ -230,4 +239,49 @@ def test_libvirt_guest_through_the_whole_path(tmp_path, users, lab, redis_contro
             subprocess.run(["virsh", "-c", URI, "destroy", name], capture_output=True)
             subprocess.run(["virsh", "-c", URI, "undefine", name], capture_output=True)
             cleanup(libvirt_agent.guest_dir(host_name, guest.pk))
+        cleanup(base)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_libvirt_errors_end_as_clear_failures(users, lab, client_for):
+    """libvirtd unreachable, or the image collected after the Start press:
+    the start fails with the reason on the page; nothing stays `starting`."""
+    if not KERNELS:
+        pytest.skip("needs a Debian kernel")
+    from guests import services
+    from guests.hostagent import HostAgent
+
+    base = short_dir("klv-")
+    try:
+        host = make_host("lvdown", base)
+        Host.objects.filter(pk=host.pk).update(libvirt_uri="qemu+unix:///system?socket=/nonexistent/libvirt-sock")
+        host.refresh_from_db()
+        op = users["operator"]
+        config = services.configuration_create(lab=lab, name="lv-err", user=op, settings=lv_settings("lv-err"))
+        outs = []
+        for name in ("a", "b"):
+            out = base / f"out-{name}"
+            out.mkdir()
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(out / "nixos.qcow2"), "64M"], check=True)
+            outs.append(out)
+        make = dict(lab=lab, host=host, kernel=host.kernels.get(), user=op, memory_mib=256, vcpus=1)
+        down = gs.guest_create(name="down", build=fake_build(lab, config.latest, op, str(outs[0])), **make)
+        gone = gs.guest_create(name="gone", build=fake_build(lab, config.latest, op, str(outs[1])), **make)
+        gs.guest_start(guest=down, user=op)
+        gs.guest_start(guest=gone, user=op)
+        (outs[1] / "nixos.qcow2").unlink()  # collected after the Start press
+        agent = HostAgent("lvdown", probe=False, store=base)
+        agent.libvirt.start()  # libvirtd unreachable: noted, retried at each scan
+        assert "cannot reach libvirt" in agent.libvirt.error
+        for guest in (down, gone):
+            agent._act(guest.pk, Guest.objects.get(pk=guest.pk).request_id)
+        down, gone = Guest.objects.get(pk=down.pk), Guest.objects.get(pk=gone.pk)
+        assert down.state == "failed" and "cannot reach libvirt" in down.error, down.error
+        assert gone.state == "failed" and "garbage-collected" in gone.error, gone.error
+        page = client_for(users["viewer"]).get(f"/labs/{lab.slug}/guests/{down.pk}/")
+        assert page.status_code == 200 and "cannot reach libvirt" in page.content.decode()
+        # and the service refuses a start while the image is gone
+        with pytest.raises(Exception, match="disk image is gone"):
+            gs.guest_start(guest=gone, user=op)
+    finally:
         cleanup(base)

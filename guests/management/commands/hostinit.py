@@ -5,6 +5,7 @@ share directories under KDEVWEB_SHARE_ROOTS (default <data dir>/shares).
 """
 
 import os
+import shutil
 from pathlib import Path
 
 from django.conf import settings
@@ -35,7 +36,9 @@ class Command(BaseCommand):
         with transaction.atomic():
             row, created = Host.objects.get_or_create(
                 name=host, defaults={"run_dir": run_dir or str(data / "guests" / host),
-                                     "memory_budget_mib": memory_mib, "share_roots": roots})
+                                     "memory_budget_mib": memory_mib, "share_roots": roots,
+                                     # libvirt guests (guests.libvirt_agent) where libvirt is installed
+                                     "libvirt_uri": "qemu:///system" if shutil.which("libvirtd") else ""})
         say(f"{'Created' if created else 'Host'} {row.name}: run dir {row.run_dir}, "
                           f"budget {row.memory_budget_mib} MiB")
         kernels = debian_kernels()
