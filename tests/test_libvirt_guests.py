@@ -148,8 +148,12 @@ def test_libvirt_guest_through_the_whole_path(tmp_path, users, lab, redis_contro
         agents.append(agent(host_name, tmp_path))
         wait_for(lambda: Host.objects.get(pk=host.pk).agent_seen, 60, what="the agent's heartbeat")
 
-        # start: running from libvirt's STARTED event; it boots from its disk
-        gs.guest_start(guest=guest, user=op)
+        # the Start button: a viewer is refused server-side, an operator starts it;
+        # running comes from libvirt's STARTED event; it boots from its disk
+        start_url = f"/labs/{lab.slug}/guests/{guest.pk}/start/"
+        assert client_for(users["viewer"]).post(start_url).status_code == 403
+        assert Guest.objects.get(pk=guest.pk).state == "defined"
+        assert client_for(op).post(start_url).status_code == 302
         wait_state(guest, "running", 60)
         log = libvirt_agent.serial_log(Guest.objects.get(pk=guest.pk))
         pos = wait_log(log, r"SYSLINUX", 60)
