@@ -110,6 +110,7 @@ def main() -> None:
             time.sleep(0.1)
         stop(agent, redis)
         shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(libvirt_agent.IMAGE_ROOT / host_name, ignore_errors=True)
     print(f"start request -> first serial byte, kdevweb (ms): {percentiles(kdev)}")
     print(f"virsh create of the same XML (ms):              {percentiles(bare)}")
     print(f"difference per round (ms): {percentiles(sorted(k - b for k, b in zip(kdev, bare)))}")

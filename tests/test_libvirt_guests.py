@@ -242,7 +242,7 @@ def test_libvirt_guest_through_the_whole_path(tmp_path, users, lab, redis_contro
             name = libvirt_agent.domain_name(guest)
             subprocess.run(["virsh", "-c", URI, "destroy", name], capture_output=True)
             subprocess.run(["virsh", "-c", URI, "undefine", name], capture_output=True)
-            cleanup(libvirt_agent.guest_dir(host_name, guest.pk))
+        cleanup(libvirt_agent.IMAGE_ROOT / host_name)
         cleanup(base)
 
 
@@ -288,4 +288,5 @@ def test_libvirt_errors_end_as_clear_failures(users, lab, client_for):
         with pytest.raises(Exception, match="disk image is gone"):
             gs.guest_start(guest=gone, user=op)
     finally:
+        cleanup(libvirt_agent.IMAGE_ROOT / "lvdown")
         cleanup(base)
