@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from guests.agent_support import tail_lines
 from guests.runtime import libvirt as lv
+from guests.runtime.disks import DiskError, create_disk
 from guests.runtime.libvirt_events import LibvirtWatcher
 from guests.runtime.state import Event, State
 from guests.vm_models import ACTIVE_STATES, Action, Guest, GuestEvent
@@ -245,18 +246,29 @@ class LibvirtSide:
             if not overlay.exists():
                 lv.create_overlay(image, overlay)
                 self.agent._event(guest, "disk", f"new overlay {overlay.name} on the build's image")
+            disks = []
+            for disk in guest.disks.all():
+                # Beside the overlays (libvirt's QEMU user must reach them), kept
+                # across restarts and rollbacks, deleted only when asked.
+                path = d / f"disk-{disk.serial}.qcow2"
+                if not path.exists():
+                    create_disk(path, disk.size_mib)
+                disks.append((path, disk.serial))
             conn = self._conn()
             spec = lv.DomainSpec(name=domain_name(guest), guest_id=marker_id(guest), memory_mib=guest.memory_mib,
                                  vcpus=guest.vcpus, overlay=overlay, image=image,
                                  domain_type=lv.domain_type_for(self.host.accel or "tcg"),
-                                 network=lv.pick_network(conn), serial_log=serial_log(guest))
+                                 network=lv.pick_network(conn), serial_log=serial_log(guest),
+                                 disks=tuple(disks))
             dom = lv.define(conn, spec)
             self.agent._event(guest, XML_EVENT, lv.defined_xml(dom))
+            self.agent._event(guest, "defined", f"domain {spec.name} on {self.host.libvirt_uri} "
+                                                f"({spec.domain_type}, {'network ' + spec.network if spec.network else 'user-mode NIC'})")
             Guest.objects.filter(pk=guest.pk).update(accel=self.host.accel or "tcg", ssh_port=None, qemu_pid=None)
             lv.start(dom)  # its STARTED event makes it 'running'
         except lv.LibvirtGuestError as exc:
             self.agent._fail(guest, f"The start failed: {exc}")
-        except OSError as exc:
+        except (OSError, DiskError) as exc:
             self.agent._fail(guest, f"The start failed: {exc}")
         finally:
             connection.close_if_unusable_or_obsolete()
@@ -273,6 +285,12 @@ class LibvirtSide:
             self.agent._event(guest, "libvirt", str(exc))
         except Exception as exc:  # libvirt-python raises libvirtError from isActive
             self.agent._event(guest, "libvirt", f"{type(exc).__name__}: {exc}")
-        # The overlays are the guest's root disks: they go with the guest.
-        shutil.rmtree(guest_dir(self.host.name, guest.pk), ignore_errors=True)
+        # The overlays are the guest's root disks: they go with the guest; its
+        # extra disks only when the user asked.
+        d = guest_dir(self.host.name, guest.pk)
+        if guest.delete_disks:
+            shutil.rmtree(d, ignore_errors=True)
+        else:
+            for path in [*d.glob("build-*.qcow2"), d / "serial.log"]:
+                path.unlink(missing_ok=True)
         self.agent._delete(guest)

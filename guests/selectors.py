@@ -38,7 +38,8 @@ def guest_get(*, lab: Lab, guest_id: int) -> Guest:
 
 
 def guest_events(*, guest: Guest, limit: int = 50) -> list[GuestEvent]:
-    return list(guest.events.select_related("user")[:limit])
+    # A libvirt guest's defined domain XML is kept as an event for its page's XML panel, not the timeline.
+    return list(guest.events.exclude(kind="domain xml").select_related("user")[:limit])
 
 
 def succeeded_builds(*, lab: Lab, configuration: Configuration | None = None) -> QuerySet[Build]:

@@ -38,8 +38,13 @@ from tests.test_standin_image import NIX
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-def lv_settings(host_name: str) -> dict:
-    return sample_settings(backend="libvirt", hostName=host_name, diskSizeMiB=96, profiles=[], testSuites=[])
+STORAGE = {"/mnt/scratch": {"device": "/dev/disk/by-id/virtio-scratch0", "fsType": "ext4", "options": [],
+                            "mkfsArgs": [], "autoFormat": False}}
+
+
+def lv_settings(host_name: str, **extra) -> dict:
+    return sample_settings(backend="libvirt", hostName=host_name, diskSizeMiB=96, profiles=[], testSuites=[],
+                           **extra)
 
 
 def build_image(directory: Path, settings: dict) -> str:
@@ -132,8 +137,9 @@ def test_libvirt_guest_through_the_whole_path(tmp_path, users, lab, redis_contro
         Host.objects.filter(pk=host.pk).update(libvirt_uri=URI)
         host.refresh_from_db()
         op = users["operator"]
-        config = services.configuration_create(lab=lab, name="lv-guest", user=op, settings=lv_settings("lv-one"))
-        services.revision_create(configuration=config, settings=lv_settings("lv-two"), extra_module="",
+        config = services.configuration_create(lab=lab, name="lv-guest", user=op,
+                                               settings=lv_settings("lv-one", storage=STORAGE))
+        services.revision_create(configuration=config, settings=lv_settings("lv-two", storage=STORAGE), extra_module="",
                                  message="two", user=op)
         r2, r1 = list(config.revisions.all())[:2]
         b1 = fake_build(lab, r1, op, build_image(base / "b1", r1.settings))
@@ -144,7 +150,7 @@ def test_libvirt_guest_through_the_whole_path(tmp_path, users, lab, redis_contro
         with pytest.raises(Exception, match="no libvirt URI"):
             gs.guest_create(lab=lab, build=b2, name="nouri", host=plain, kernel=plain.kernels.get(), user=op)
         guest = gs.guest_create(lab=lab, build=b2, name="lvg", host=host, kernel=kernel, memory_mib=384, vcpus=1,
-                                user=op)
+                                disk_sizes={"/mnt/scratch": 32}, user=op)
         agents.append(agent(host_name, tmp_path))
         wait_for(lambda: Host.objects.get(pk=host.pk).agent_seen, 60, what="the agent's heartbeat")
 
@@ -167,6 +173,9 @@ def test_libvirt_guest_through_the_whole_path(tmp_path, users, lab, redis_contro
         assert URI in html and "domain-xml" in html and "&lt;domain type=" in html
         assert "old one is kept until the guest is deleted" in html
 
+        # the storage mount's disk, with the serial the configuration names
+        type_line(guest, "echo serial-$(cat /sys/block/vdb/serial)-end")
+        pos = wait_log(log, r"serial-scratch0-end", 30, pos)
         # a file written in the guest survives a reboot (kdevweb's Reboot)
         token = uuid.uuid4().hex
         type_line(guest, f"echo {token} > /root/persist; sync; echo wrote-$((40+2))")
@@ -228,9 +237,10 @@ def test_libvirt_guest_through_the_whole_path(tmp_path, users, lab, redis_contro
         wait_log(log, r"lv-one ready \(user", 120)
         d = libvirt_agent.guest_dir(host_name, guest.pk)
         assert {p.name for p in d.glob("build-*.qcow2")} == {f"build-{b1.pk}.qcow2", f"build-{b2.pk}.qcow2"}
+        assert (d / "disk-scratch0.qcow2").is_file()  # the extra disk stays across the rollback
 
-        # delete: domain undefined, overlays gone, row gone
-        gs.guest_delete(guest=Guest.objects.get(pk=guest.pk), user=op)
+        # delete with its disks: domain undefined, overlays and disk gone, row gone
+        gs.guest_delete(guest=Guest.objects.get(pk=guest.pk), user=op, delete_disks=True)
         wait_for(lambda: not Guest.objects.filter(pk=guest.pk).exists(), 30, what="the guest row deleted")
         assert not domain_exists(libvirt_agent.domain_name(guest))
         assert not d.exists()

@@ -144,6 +144,10 @@ def test_domain_xml_is_what_the_guest_asked_for(tmp_path: Path) -> None:
     assert "<interface type='user'>" in xml and "<serial type='pty'>" in xml
     assert "relabel='no'" in xml and lv.MARKER_NS in xml
     assert lv.domain_type_for("kvm") == "kvm"
+    disks = lv.domain_xml(lv.DomainSpec(**{**spec.__dict__, "disks": ((tmp_path / "d.qcow2", "scratch0"),)}))
+    assert "<target dev='vdb' bus='virtio'/><serial>scratch0</serial>" in disks
+    with pytest.raises(lv.LibvirtGuestError, match="serial"):
+        lv.domain_xml(lv.DomainSpec(**{**spec.__dict__, "disks": ((tmp_path / "d.qcow2", "a<b"),)}))
     net = lv.domain_xml(lv.DomainSpec(**{**spec.__dict__, "network": "default"}))
     assert "<source network=\"default\"/>" in net
     with pytest.raises(lv.LibvirtGuestError, match="Nix store"):

@@ -63,6 +63,9 @@ class DomainSpec:
     domain_type: DomainType = "qemu"
     network: str | None = None  # a libvirt network name; None: user-mode NIC
     serial_log: Path | None = None  # virtlogd copies the serial output here
+    # Extra disks (the configuration's storage mounts): (qcow2 path, serial)
+    # as vdb, vdc...; the guest finds them as /dev/disk/by-id/virtio-<serial>.
+    disks: tuple[tuple[Path, str], ...] = ()
     extra_marker: dict[str, str] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -74,6 +77,13 @@ class DomainSpec:
             raise LibvirtGuestError(f"{self.vcpus} vCPUs is out of range")
         if _inside(self.overlay, STORE):
             raise LibvirtGuestError("the overlay must not be in the Nix store")
+        if len(self.disks) > 20:
+            raise LibvirtGuestError("at most 20 extra disks")
+        for path, serial in self.disks:
+            if _inside(path, STORE):
+                raise LibvirtGuestError("a disk must not be in the Nix store")
+            if not serial or len(serial) > 20 or not all(c.isalnum() or c in "-_." for c in serial):
+                raise LibvirtGuestError(f"not a usable disk serial: {serial!r}")
         if self.domain_type not in ("kvm", "qemu"):
             raise LibvirtGuestError(f"unknown domain type {self.domain_type!r}")
 
@@ -113,6 +123,10 @@ def domain_xml(spec: DomainSpec) -> str:
     else:
         nic = "<interface type='user'><model type='virtio'/></interface>"
     log = f"<log file={q(str(spec.serial_log))} append='off'/>" if spec.serial_log else ""
+    extra = "".join(
+        f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file={q(str(path))}/>"
+        f"<target dev='vd{chr(ord('b') + i)}' bus='virtio'/><serial>{_text(serial)}</serial></disk>\n    "
+        for i, (path, serial) in enumerate(spec.disks))
     return f"""<domain type={q(spec.domain_type)}>
   <name>{_text(spec.name)}</name>
   <metadata>
@@ -136,7 +150,7 @@ def domain_xml(spec: DomainSpec) -> str:
       </backingStore>
       <target dev='vda' bus='virtio'/>
     </disk>
-    {nic}
+    {extra}{nic}
     <serial type='pty'><target port='0'/>{log}</serial>
     <console type='pty'><target type='serial' port='0'/></console>
   </devices>
