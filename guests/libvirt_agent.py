@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import queue
 import shutil
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -230,8 +231,16 @@ class LibvirtSide:
             return False
 
     def _start(self, guest: Guest) -> None:
-        if guest.state != State.STARTING.value:
+        if guest.state != State.STARTING.value or guest.pk in self.agent.starting:
             return
+        # In a thread, like QEMU guests' starts: the loop keeps applying other
+        # guests' events meanwhile. In agent.starting, so requests for this
+        # guest wait (the agent's _act) until the start is through.
+        self.agent.starting.add(guest.pk)
+        threading.Thread(target=self._start_thread, args=(guest,), name=f"libvirt-start-{guest.pk}",
+                         daemon=True).start()
+
+    def _start_thread(self, guest: Guest) -> None:
         try:
             image = Path(guest.build.out_path) / "nixos.qcow2"
             if not self.agent._in_store(guest.build.out_path) or not self.agent._in_store(image):
@@ -271,7 +280,9 @@ class LibvirtSide:
         except (OSError, DiskError) as exc:
             self.agent._fail(guest, f"The start failed: {exc}")
         finally:
-            connection.close_if_unusable_or_obsolete()
+            connection.close()  # this thread's own database connection
+            self.agent.starting.discard(guest.pk)
+            self.agent.wake()
 
     def _delete(self, guest: Guest) -> None:
         try:

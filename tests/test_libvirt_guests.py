@@ -289,6 +289,7 @@ def test_libvirt_errors_end_as_clear_failures(users, lab, client_for):
         assert "cannot reach libvirt" in agent.libvirt.error
         for guest in (down, gone):
             agent._act(guest.pk, Guest.objects.get(pk=guest.pk).request_id)
+        agent.wait_starts()
         down, gone = Guest.objects.get(pk=down.pk), Guest.objects.get(pk=gone.pk)
         assert down.state == "failed" and "cannot reach libvirt" in down.error, down.error
         assert gone.state == "failed" and "garbage-collected" in gone.error, gone.error
