@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -70,4 +72,11 @@ def config_with_revisions(lab, user, hostnames: list[str]):
 
 
 def cleanup(path: Path) -> None:
+    """Remove a test's run tree, first killing whatever a failed test left
+    running there (every guest process writes a pid file)."""
+    for pid_file in path.rglob("*.pid"):
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
     shutil.rmtree(path, ignore_errors=True)

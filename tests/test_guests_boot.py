@@ -222,13 +222,7 @@ def test_guest_life(tmp_path, users, lab, redis_control):
         httpd.shutdown()
         for proc in agents:
             proc.stop()
-        # Anything a failed test left running.
-        for pid_file in base.rglob("*.pid"):
-            try:
-                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
-        cleanup(base)
+        cleanup(base)  # and anything a failed test left running
 
 
 @pytest.mark.django_db
@@ -423,11 +417,6 @@ def test_agent_that_died_mid_start_is_not_a_stuck_start(users, lab, config):
         assert Guest.objects.get(pk=waiting.pk).state == "stopped"
         assert not list(Path(host.run_dir).rglob("*.pid"))
     finally:
-        for pid_file in base.rglob("*.pid"):
-            try:
-                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
         cleanup(base)
 
 
@@ -471,11 +460,6 @@ def test_shutdown_ignored_is_forced_off_after_the_timeout(users, lab, config):
         assert not Guest.objects.filter(pk=guest.pk).exists()
         assert not host.guest_run_dir(guest.pk).exists() and disk.read_bytes() == b"data"
     finally:
-        for pid_file in base.rglob("*.pid"):
-            try:
-                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
         cleanup(base)
 
 
