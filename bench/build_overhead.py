@@ -44,11 +44,13 @@ def main() -> None:
                 plain.append(time.monotonic() - t0)
             s = sample_settings(hostName="w" + uuid.uuid4().hex[:10], profiles=["devel"], testSuites=["fstests"])
             config = guests.configuration_create(lab=lab, name=f"g{i}", settings=s, user=user)
+            assert config.latest is not None
             build = services.build_start(revision=config.latest, user=user)
             while not Build.objects.get(pk=build.pk).is_terminal:
                 time.sleep(0.1)  # a gentle poll: this machine has 2 cores
             build = Build.objects.get(pk=build.pk)
             assert build.status == "succeeded"
+            assert build.finished is not None
             web.append((build.finished - build.created).total_seconds())
             time.sleep(0.5)  # let the job measure the closure before the next round
         p, w = statistics.median(plain), statistics.median(web)

@@ -27,6 +27,7 @@ def main() -> None:
 
     config = guests.configuration_create(lab=lab, name="g", settings=sample_settings(hostName="benchq"), user=user)
     revision = config.latest
+    assert revision is not None
     try:
         for label, extra in (("forking Worker", []), ("SimpleWorker", ["--simple"])):
             worker = start([sys.executable, "manage.py", "buildworker", *extra],
@@ -38,10 +39,12 @@ def main() -> None:
                 build = services.build_start(revision=revision, user=user)
                 while True:
                     row = Build.objects.filter(pk=build.pk).values("nix_started", "status").first()
+                    assert row is not None
                     if row["nix_started"] or row["status"] in ("failed", "lost"):
                         break
                     time.sleep(0.002)
                 if i >= 3:  # the first builds warm imports and nix's eval cache
+                    assert row["nix_started"] is not None, row
                     latencies.append((row["nix_started"].timestamp() - t0) * 1000)
                 # Wait for the job itself to end (it measures the closure
                 # after the row is terminal), so the worker is idle again.

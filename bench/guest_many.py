@@ -42,6 +42,7 @@ def main() -> None:
     base = short_dir("kb-")
     host = make_host("many", base, budget=128 * N)
     config = services.configuration_create(lab=lab, name="many", user=user, settings=sample_settings(hostName="many"))
+    assert config.latest is not None
     build = fake_build(lab, config.latest, user, str(build_guest(base / "b", config.latest.settings)))
     guests = [gs.guest_create(lab=lab, build=build, name=f"g{i}", host=host, kernel=host.kernels.get(),
                               memory_mib=128, vcpus=1, user=user) for i in range(N)]

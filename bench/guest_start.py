@@ -84,6 +84,7 @@ def main() -> None:
     host = make_host("bench", base)
     config = services.configuration_create(lab=lab, name="bench", user=user,
                                            settings=sample_settings(hostName="bench"))
+    assert config.latest is not None
     out = build_guest(base / "b", config.latest.settings)
     build = fake_build(lab, config.latest, user, str(out))
     guest = gs.guest_create(lab=lab, build=build, name="bench", host=host, kernel=host.kernels.get(),
@@ -107,6 +108,7 @@ def main() -> None:
             while Guest.objects.get(pk=guest.pk).state != "running":
                 time.sleep(0.005)
             pid = Guest.objects.get(pk=guest.pk).qemu_pid
+            assert pid is not None
             os.kill(pid, signal.SIGKILL)
             t1 = time.monotonic()
             while Guest.objects.get(pk=guest.pk).state != "crashed":

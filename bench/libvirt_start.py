@@ -63,6 +63,7 @@ def main() -> None:
     Host.objects.filter(pk=host.pk).update(libvirt_uri=URI)
     host.refresh_from_db()
     config = services.configuration_create(lab=lab, name="bench", user=user, settings=lv_settings("bench"))
+    assert config.latest is not None
     out = build_image(base / "b", config.latest.settings)
     build = fake_build(lab, config.latest, user, out)
     guest = gs.guest_create(lab=lab, build=build, name="bench", host=host, kernel=host.kernels.get(),

@@ -220,7 +220,7 @@ class BuildRunner:
             fields["out_path"] = next(iter(results[0]["outputs"].values()), "")
         if fields.get("out_path"):
             try:
-                fields["bootspec"] = nixcmd.read_bootspec(fields["out_path"])
+                fields["bootspec"] = nixcmd.read_bootspec(str(fields["out_path"]))
             except ValueError as exc:
                 self.emit([f"kdevweb: boot.json is malformed: {exc}"])
         return fields

@@ -1,6 +1,7 @@
 """Read-only queries for the build pages (HackSoft-style selectors)."""
 
 from datetime import date
+from typing import Any
 
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
@@ -58,7 +59,7 @@ def configurations_with_last_build(*, lab: Lab) -> list[Configuration]:
     (or None), in a constant number of queries."""
     last = Build.objects.filter(revision__configuration=OuterRef("pk")).order_by("-created", "-id")
     newest = Revision.objects.filter(configuration=OuterRef("pk")).order_by("-number")
-    configs = list(lab.configurations.annotate(last_build_id=Subquery(last.values("pk")[:1]),
+    configs: list[Any] = list(lab.configurations.annotate(last_build_id=Subquery(last.values("pk")[:1]),
                                                latest_rev_id=Subquery(newest.values("pk")[:1])))
     builds = Build.objects.in_bulk([c.last_build_id for c in configs if c.last_build_id])
     revisions = Revision.objects.defer("files", "extra_module").in_bulk(

@@ -33,7 +33,7 @@ def can_create_lab(user) -> bool:
 
 
 def role_at_least(role: str | None, minimum: str) -> bool:
-    return role is not None and ROLE_RANK[role] >= ROLE_RANK[minimum]
+    return role is not None and ROLE_RANK[Role(role)] >= ROLE_RANK[Role(minimum)]
 
 
 def lab_view(minimum: str = Role.VIEWER):

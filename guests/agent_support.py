@@ -30,10 +30,10 @@ def keep_sqlite_owned() -> None:
     from django.conf import settings
 
     db = settings.DATABASES["default"]
-    if "sqlite" not in db["ENGINE"] or os.geteuid() != 0:
+    if "sqlite" not in str(db["ENGINE"]) or os.geteuid() != 0:
         return
     try:
-        owner = os.stat(db["NAME"])
+        owner = os.stat(str(db["NAME"]))
     except OSError:
         return
     for suffix in ("-wal", "-shm", "-journal"):

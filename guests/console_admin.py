@@ -11,8 +11,8 @@ class ConsoleInputAdmin(admin.ModelAdmin):
     list_filter = ["refused", "console", "lab"]
     search_fields = ["username", "guest_name"]
     date_hierarchy = "at"
-    fields = ["at", "username", "user", "lab", "guest", "guest_name", "console", "refused", "text"]
-    readonly_fields = fields
+    fields = ("at", "username", "user", "lab", "guest", "guest_name", "console", "refused", "text")
+    readonly_fields = ("at", "username", "user", "lab", "guest", "guest_name", "console", "refused", "text")
 
     # An audit trail: nobody edits or deletes it from here.
     def has_add_permission(self, request):

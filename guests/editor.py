@@ -34,7 +34,9 @@ class _UniqueFormSet(forms.BaseFormSet):
     def clean(self) -> None:
         seen = set()
         for form in self.forms:
-            if not form.has_changed() or self._should_delete_form(form) or not form.is_valid():
+            # _should_delete_form: Django's own test for a ticked DELETE box (not in the stubs).
+            deleted = self._should_delete_form(form)  # type: ignore[attr-defined]
+            if not form.has_changed() or deleted or not form.is_valid():
                 continue
             key = form.cleaned_data.get(self.unique_field)
             if key in seen:
@@ -266,7 +268,7 @@ def form_sections(editor: ConfigurationEditor) -> list[dict[str, Any]]:
     groups = {title: [{"field": bf, "when": field_when.get(bf.name)} for bf in fields]
               for title, fields in editor.form.groups()}
     when = {"Monitoring profile": ("profiles", "monitoring")}
-    sections = [{"title": t, "fields": groups[t], "formsets": [], "when": when.get(t)}
+    sections: list[dict[str, Any]] = [{"title": t, "fields": groups[t], "formsets": [], "when": when.get(t)}
                 for t in ("Backend and mode", "User and access", "Profiles", "Monitoring profile", "Test suites")]
     sections.append({"title": "Disks and shares", "fields": [], "when": None,
                      "formsets": [("Virtiofs shares (mounts.shares)", "shares", editor.shares),

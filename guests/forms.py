@@ -235,7 +235,7 @@ class ConfigurationForm(forms.Form):
         return text
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or self.cleaned_data
         mode, backend = data.get("mode"), data.get("backend")
         if mode == "baremetal" and backend != "imageless":
             self.add_error("mode", "baremetal activates the imageless closure: choose the imageless backend.")
@@ -307,7 +307,7 @@ class StorageForm(forms.Form):
         return v.split_args(self.cleaned_data["mkfs_args"])
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or self.cleaned_data
         if data.get("mkfs_args") and data.get("auto_format"):
             # nixos-flake's mounts.storage asserts the same; say it here, not in a failed build.
             raise ValidationError("Set mkfsArgs or autoFormat, not both (nixos-flake rejects the combination).")

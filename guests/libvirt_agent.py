@@ -211,12 +211,12 @@ class LibvirtSide:
         elif action == Action.DELETE:
             self._delete(guest)
 
-    def _conn(self):  # type: ignore[no-untyped-def]
+    def _conn(self):
         if self.watcher is None:
             raise lv.LibvirtGuestError(self.error or f"not connected to libvirt at {self.host.libvirt_uri or '(no URI)'}")
         return self.watcher.conn
 
-    def _with_domain(self, guest: Guest, fn) -> bool:  # type: ignore[no-untyped-def]
+    def _with_domain(self, guest: Guest, fn) -> bool:
         try:
             dom = lv.lookup(self._conn(), domain_name(guest), marker_id(guest))
             if dom is None:

@@ -188,7 +188,7 @@ def unchanged(latest: Revision, settings: dict, extra_module: str) -> bool:
     return latest.settings == settings and latest.extra_module == extra_module
 
 
-def _revision(lab, config_id, number=None) -> tuple[Configuration, Revision]:
+def _revision(lab, config_id, number=None) -> tuple[Configuration, Revision | None]:
     config = get_object_or_404(Configuration, lab=lab, pk=config_id)
     revs = config.revisions.all()
     rev = get_object_or_404(revs, number=number) if number is not None else revs.first()

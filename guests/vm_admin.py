@@ -7,6 +7,7 @@ write, and deleting a row here would orphan its processes and run dir
 """
 
 from django.contrib import admin
+from django.db.models import Model
 
 from .vm_models import Guest, GuestDisk, GuestEvent, GuestShare, Host, Kernel
 
@@ -36,7 +37,7 @@ class ReadOnly(admin.ModelAdmin):
 
 
 class DiskInline(admin.TabularInline):
-    model = GuestDisk
+    model: type[Model] = GuestDisk
     extra = 0
     can_delete = False
 
