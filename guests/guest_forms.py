@@ -60,3 +60,26 @@ class KernelForm(forms.Form):
                             help_text="bzImage (arch/x86/boot/bzImage) or vmlinux, an absolute path on the host")
     modules_dir = forms.CharField(label="Modules directory", max_length=400,
                                   help_text="…/lib/modules/<version> after make modules_install INSTALL_MOD_PATH=…")
+
+
+def _keep_or_delete(what: str) -> forms.ChoiceField:
+    return forms.ChoiceField(
+        choices=[("keep", f"Keep its {what}"), ("delete", f"Delete its {what}")], widget=forms.RadioSelect,
+        initial="keep", error_messages={
+            "required": f"Choose whether to keep or delete its {what}.",
+            "invalid_choice": f"Choose “keep” or “delete” for its {what}; “%(value)s” is neither."})
+
+
+class GuestDeleteForm(forms.Form):
+    """The delete confirmation's explicit choices (both default to keep)."""
+
+    disks = _keep_or_delete("disks")
+    transcripts = _keep_or_delete("console transcripts")
+
+    def clean(self):
+        data = super().clean()
+        for name, what in (("disks", "disks"), ("transcripts", "console transcripts")):
+            # A form field takes the last of repeated values: two answers are no answer.
+            if hasattr(self.data, "getlist") and len(self.data.getlist(name)) > 1:
+                self.add_error(name, f"Give one answer for its {what}, not several.")
+        return data

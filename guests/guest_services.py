@@ -13,6 +13,7 @@ Everything a user typed is checked here and again by the agent before use
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from pathlib import Path
@@ -37,6 +38,7 @@ from .vm_models import ACTIVE_STATES, Action, Guest, GuestDisk, GuestEvent, Gues
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _BY_ID = re.compile(r"/dev/disk/by-id/virtio-([A-Za-z0-9][A-Za-z0-9_.-]{0,19})")
 MAX_DISKS = 16
+log = logging.getLogger("kdevweb.guests")
 
 
 def event_add(*, guest: Guest, kind: str, text: str = "", user=None, source: str = "user") -> GuestEvent:
@@ -156,7 +158,7 @@ def guest_create(
                     raise ValidationError(f"Disk for {mount}: size must be 1–{rt_kernel_max_disk()} MiB.")
                 GuestDisk.objects.create(guest=guest, mount_point=mount, device=drive.get("device", ""),
                                          size_mib=size, serial=serial,
-                                         path=str(host.guest_disk_dir(guest.pk) / f"{serial}.qcow2"))
+                                         path=disk_file(guest, serial))
             for tag, (mount, path, read_only) in resolved.items():
                 GuestShare.objects.create(guest=guest, tag=tag, mount_point=mount, host_path=path,
                                           read_only=read_only)
@@ -165,6 +167,16 @@ def guest_create(
     except IntegrityError:
         raise ValidationError(f"The lab already has a guest named “{name}”.") from None
     return guest
+
+
+def disk_file(guest: Guest, serial: str) -> str:
+    """Where the guest's disk with ``serial`` lives on its host: libvirt
+    guests keep theirs beside their overlays (guests.libvirt_agent)."""
+    if guest.build.revision.settings.get("backend") == "libvirt":
+        from guests.libvirt_agent import disk_path
+
+        return str(disk_path(guest, serial))
+    return str(guest.host.guest_disk_dir(guest.pk) / f"{serial}.qcow2")
 
 
 def rt_kernel_max_disk() -> int:
@@ -188,8 +200,9 @@ def _request(guest: Guest, action: str) -> None:
     guest.request_id = uuid.uuid4().hex
 
 
-def guest_start(*, guest: Guest, user) -> Guest:
-    """Ask for a start: one QEMU however often it is asked (row lock + state)."""
+def guest_start(*, guest: Guest, user, note: str = "") -> Guest:
+    """Ask for a start: one QEMU however often it is asked (row lock + state).
+    Also the host agent's second half of "roll back and restart" (``note`` says so)."""
     with transaction.atomic():
         # The host row first: starts on one host are serialised, so two
         # guests cannot both fit into the last of its memory budget.
@@ -217,14 +230,15 @@ def guest_start(*, guest: Guest, user) -> Guest:
             except (ShareError, OSError) as exc:
                 raise ValidationError(f"Share “{share.tag}”: {exc}") from None
         current.state = outcome.state.value
-        current.stopping_expected = False
+        current.stopping_expected = current.start_after_stop = False
         current.start_requested = timezone.now()
         current.started_by = user
         current.error = current.exit_text = current.stderr_tail = current.serial_tail = ""
         current.exit_status = None
         _request(current, Action.START)
         current.save()
-        event_add(guest=current, kind="start", user=user, text=f"build #{current.build_id}")
+        event_add(guest=current, kind="start", user=user,
+                  text=f"build #{current.build_id}" + (f" ({note})" if note else ""))
         _wake(current, Action.START)
     return current
 
@@ -264,39 +278,65 @@ def guest_reboot(*, guest: Guest, user) -> Guest:
     return current
 
 
-def guest_delete(*, guest: Guest, user, delete_disks: bool = False) -> Guest:
-    """The agent stops its processes and removes its run dir (and disks
-    only if asked), then the row."""
+def guest_delete(*, guest: Guest, user, delete_disks: bool = False, delete_transcripts: bool = False) -> Guest:
+    """The agent stops its processes and removes its run dir, its disks and
+    its console transcripts only if asked (the transcripts once the console
+    relay of the guest stopped), then the row."""
     with transaction.atomic():
         current = _locked(guest)
         current.delete_disks = delete_disks
+        current.delete_transcripts = delete_transcripts
+        current.start_after_stop = False
         if current.state in ACTIVE_STATES:
             current.stopping_expected = True
         _request(current, Action.DELETE)
         current.save()
-        event_add(guest=current, kind="delete", user=user,
-                  text="disks deleted too" if delete_disks else "disks kept")
+        text = (f"disks {'deleted' if delete_disks else 'kept'}, "
+                f"console transcripts {'deleted' if delete_transcripts else 'kept'}")
+        event_add(guest=current, kind="delete", user=user, text=text)
+        # The row and its timeline go with the guest: the log keeps who chose what.
+        log.info("%s asked to delete guest %s (%s) of lab %s: %s", getattr(user, "username", user), current.pk,
+                 current.name, current.lab_id, text)
         _wake(current, Action.DELETE)
     return current
 
 
-def guest_rollback(*, guest: Guest, build: Build, user) -> Guest:
-    """Run another succeeded build of the same configuration (older or newer)."""
+def guest_rollback(*, guest: Guest, build: Build, user, restart: bool = False) -> Guest:
+    """Run another succeeded build of the same configuration (older or newer).
+
+    A stopped guest runs it from its next start. A running one only with
+    ``restart``: shut down (ACPI, forced off after the agent's timeout), then
+    started on the new build by the host agent once it has stopped
+    (guests.agent_followups), both as the usual requests. Refused while it
+    is starting or stopping, where no clean stop can be asked for."""
     with transaction.atomic():
         current = _locked(guest)
-        if current.state in ACTIVE_STATES:
-            raise ValidationError(f"Stop {current.name} first; it is {current.state}.")
+        running = current.state == State.RUNNING.value
+        if current.state in ACTIVE_STATES and not running:
+            raise ValidationError(f"{current.name} is {current.state}; switch builds once it is running or stopped.")
+        if running and not restart:
+            raise ValidationError(f"Stop {current.name} first, or switch builds with a restart; it is running.")
         if build.revision.configuration_id != current.configuration_id:
             raise ValidationError(f"Build #{build.pk} is of another configuration.")
         _check_build(build, current.lab)
         if build.pk == current.build_id:
             raise ValidationError(f"{current.name} already runs build #{build.pk}.")
+        if running:
+            _check_boot(build)  # a restart that cannot start is refused before the guest goes down
         old = current.build
         current.build = build
-        current.save(update_fields=["build"])
         direction = "rolled back" if build.pk < old.pk else "moved forward"
         keep = (" (a new root disk overlay for that build; the old one is kept until the guest is deleted)"
                 if build.revision.settings.get("backend") == "libvirt" else "")
+        if running:
+            current.state = transition(State(current.state), StateEvent("stop")).state.value
+            current.stopping_expected = current.start_after_stop = True
+            _request(current, Action.STOP)
+        current.save()
         event_add(guest=current, kind="rollback", user=user,
-                  text=f"{direction} from build #{old.pk} ({old.revision}) to #{build.pk} ({build.revision}){keep}")
+                  text=f"{direction} from build #{old.pk} ({old.revision}) to #{build.pk} ({build.revision}){keep}"
+                       + ("; shutting down to restart on it" if running else ""))
+        if running:
+            event_add(guest=current, kind="shutdown", user=user, text=f"to restart on build #{build.pk}")
+            _wake(current, Action.STOP)
     return current

@@ -5,14 +5,15 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from builds.models import Build
 
 from . import guest_services as services
 from . import selectors
 from .access import lab_view, role_at_least
-from .guest_forms import GuestForm, KernelForm
+from .guest_files import guest_delete_overview, guest_disks
+from .guest_forms import GuestDeleteForm, GuestForm, KernelForm
 from .models import Configuration, Role
 
 # The agent heartbeats every 2 s (guests.hostagent.SCAN_EVERY).
@@ -84,7 +85,7 @@ def guest_detail(request, lab, guest_id):
     return render(request, "guests/guest_detail.html", {
         "agent_stale": seen is None or (timezone.now() - seen).total_seconds() > AGENT_STALE_AFTER,
         "lab": lab, "guest": guest, "summary": selectors.guest_summary(guest, events=True),
-        "disks": guest.disks.all(), "shares": guest.shares.all(), "is_operator": _is_operator(request),
+        "disks": guest_disks(guest), "shares": guest.shares.all(), "is_operator": _is_operator(request),
         "builds": selectors.succeeded_builds(lab=lab, configuration=guest.configuration).exclude(pk=guest.build_id),
         "libvirt": _libvirt_info(guest),
     })
@@ -146,21 +147,44 @@ def guest_rollback(request, lab, guest_id):
     if build is None:
         messages.error(request, "Choose a build of this configuration.")
         return redirect("guest", lab_slug=lab.slug, guest_id=guest_id)
-    return _act(request, lab, guest_id, lambda g: services.guest_rollback(guest=g, build=build, user=request.user),
-                f"{{name}} will run build #{build.pk} from its next start.")
+    restart = request.POST.get("restart") == "yes"
+    done = (f"Shutting {{name}} down to restart it on build #{build.pk}." if restart
+            else f"{{name}} will run build #{build.pk} from its next start.")
+    return _act(request, lab, guest_id,
+                lambda g: services.guest_rollback(guest=g, build=build, user=request.user, restart=restart), done)
+
+
+def _delete_page(request, lab, guest, form, status=200):
+    return render(request, "guests/guest_delete.html", {
+        "lab": lab, "guest": guest, "form": form, "overview": guest_delete_overview(guest)}, status=status)
+
+
+@lab_view(Role.OPERATOR)
+@require_GET
+def guest_delete_confirm(request, lab, guest_id):
+    """What deleting the guest removes, with the choices (keep by default)."""
+    guest = selectors.guest_get(lab=lab, guest_id=guest_id)
+    return _delete_page(request, lab, guest, GuestDeleteForm())
 
 
 @lab_view(Role.OPERATOR)
 @require_POST
 def guest_delete(request, lab, guest_id):
+    """Deletes with the confirmation page's explicit choices; without them
+    (or with anything else) the page again, saying what is missing."""
     guest = selectors.guest_get(lab=lab, guest_id=guest_id)
-    try:
-        services.guest_delete(guest=guest, user=request.user, delete_disks=request.POST.get("disks") == "delete")
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-        return redirect("guest", lab_slug=lab.slug, guest_id=guest.pk)
-    messages.success(request, f"Deleting {guest.name}.")
-    return redirect("guest-list", lab_slug=lab.slug)
+    form = GuestDeleteForm(request.POST)
+    if form.is_valid():
+        try:
+            services.guest_delete(guest=guest, user=request.user,
+                                  delete_disks=form.cleaned_data["disks"] == "delete",
+                                  delete_transcripts=form.cleaned_data["transcripts"] == "delete")
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return redirect("guest", lab_slug=lab.slug, guest_id=guest.pk)
+        messages.success(request, f"Deleting {guest.name}.")
+        return redirect("guest-list", lab_slug=lab.slug)
+    return _delete_page(request, lab, guest, form, status=400)
 
 
 @lab_view(Role.VIEWER)

@@ -21,7 +21,6 @@ import logging
 import os
 import queue
 import select
-import shutil
 import signal
 import threading
 import time
@@ -33,6 +32,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from guests import hostrequests
+from guests.agent_followups import guest_files_remove, guest_restart_after_stop
 from guests.agent_support import free_loopback_port, keep_sqlite_owned, tail_lines
 from guests.libvirt_agent import LibvirtSide
 from guests.guest_stream import publish
@@ -229,6 +229,8 @@ class HostAgent:
             self._event(row, event.kind, outcome.note or event.detail)
         guest.refresh_from_db()
         publish(guest.lab_id, guest.pk)
+        if event.kind == "exited":
+            guest_restart_after_stop(guest=guest)  # "roll back and restart"
 
     # -- watching --------------------------------------------------------------
 
@@ -338,13 +340,7 @@ class HostAgent:
         item.kill_at = time.monotonic() + FORCE_GRACE
 
     def _delete(self, guest: Guest) -> None:
-        run = self.host.guest_run_dir(guest.pk)
-        shutil.rmtree(run, ignore_errors=True)
-        if guest.delete_disks:
-            shutil.rmtree(self.host.guest_disk_dir(guest.pk), ignore_errors=True)
-        lab_id, guest_id = guest.lab_id, guest.pk
-        guest.delete()
-        publish(lab_id, guest_id)
+        guest_files_remove(host=self.host, guest=guest)
 
     def _fail(self, guest: Guest, message: str) -> None:
         guest.error = message[:4000]

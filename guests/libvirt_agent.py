@@ -74,6 +74,11 @@ def overlay_path(guest: Guest) -> Path:
     return guest_dir(guest.host.name, guest.pk) / f"build-{guest.build_id}.qcow2"
 
 
+def disk_path(guest: Guest, serial: str) -> Path:
+    """An extra disk (a storage mount) of a libvirt guest: beside its overlays."""
+    return guest_dir(guest.host.name, guest.pk) / f"disk-{serial}.qcow2"
+
+
 def serial_log(guest: Guest) -> Path:
     return guest_dir(guest.host.name, guest.pk) / "serial.log"
 
@@ -259,7 +264,7 @@ class LibvirtSide:
             for disk in guest.disks.all():
                 # Beside the overlays (libvirt's QEMU user must reach them), kept
                 # across restarts and rollbacks, deleted only when asked.
-                path = d / f"disk-{disk.serial}.qcow2"
+                path = disk_path(guest, disk.serial)
                 if not path.exists():
                     create_disk(path, disk.size_mib)
                 disks.append((path, disk.serial))

@@ -20,6 +20,7 @@ BUTTONS = {
     "force-off": {"running", "starting", "stopping"},
     "reboot": {"running"},
     "rollback": {"defined", "stopped", "crashed", "failed"},
+    "rollback-restart": {"running"},
     "delete": {"defined", "stopped", "crashed", "failed", "running", "starting", "stopping"},
 }
 

@@ -31,6 +31,8 @@ urlpatterns = [
     path("labs/<slug:lab_slug>/guests/<int:guest_id>/rollback/", guest_views.guest_rollback,
          name="guest-rollback"),
     path("labs/<slug:lab_slug>/guests/<int:guest_id>/delete/", guest_views.guest_delete, name="guest-delete"),
+    path("labs/<slug:lab_slug>/guests/<int:guest_id>/delete/confirm/", guest_views.guest_delete_confirm,
+         name="guest-delete-confirm"),
     path("labs/<slug:lab_slug>/guests/<int:guest_id>/console/", console_views.guest_console, name="guest-console"),
     path("labs/<slug:lab_slug>/guests/<int:guest_id>/console/transcript/", console_views.guest_console_transcript,
          name="guest-console-transcript"),

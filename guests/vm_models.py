@@ -112,6 +112,12 @@ class Guest(models.Model):
     pending_action = models.CharField(max_length=10, choices=Action.choices, blank=True)
     request_id = models.CharField(max_length=40, blank=True)
     delete_disks = models.BooleanField(default=False)
+    # Asked with the delete: the console relay removes the transcripts once
+    # its relay of the guest stopped (guests/runtime/transcript_removal.py).
+    delete_transcripts = models.BooleanField(default=False)
+    # Roll back and restart: the host agent starts the guest again once it
+    # has stopped (guests.guest_services.guest_restart_after_stop).
+    start_after_stop = models.BooleanField(default=False)
     stop_deadline = models.DateTimeField(null=True, blank=True, help_text="force off after this if still stopping")
     # For re-adoption the agent reads the pid files in the run dir; these are for the page.
     qemu_pid = models.IntegerField(null=True, blank=True)

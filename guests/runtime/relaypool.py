@@ -15,6 +15,7 @@ from typing import Any
 
 from guests.runtime.offsetstream import console_keys
 from guests.runtime.relay import ConsoleRelay
+from guests.runtime.transcript_removal import remove_if_marked
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class RelayPool:
                 await self._stop(key)
                 if key not in by_key:
                     await self._purge(*key)
+                    # Deleted "with its transcripts" (a marker the host agent left): only now, its relay stopped.
+                    await asyncio.to_thread(remove_if_marked, spec.transcript_dir)
         for key, spec in by_key.items():
             if key not in self.running:
                 relay = ConsoleRelay(socket_path=spec.socket_path, transcript_dir=spec.transcript_dir,

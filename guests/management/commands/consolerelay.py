@@ -20,9 +20,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
 
-from guests.console import console_specs
+from guests.console import console_specs, transcript_dir
 from guests.runtime.relay import redis_client
 from guests.runtime.relaypool import RelayPool
+from guests.runtime.transcript_removal import sweep
 from guests.vm_models import Guest, Host
 
 RESCAN = 3.0
@@ -57,6 +58,9 @@ class Command(BaseCommand):
                 close_old_connections()
                 host_row = Host.objects.filter(name=host).first()
             ids = None
+            # Guests deleted "with their transcripts" while no relay ran: no relay of theirs runs now.
+            sweep(transcript_dir(host_row, 0, "ttyS0").parent.parent,
+                  keep=set(Guest.objects.filter(host=host_row).values_list("pk", flat=True)))
         asyncio.run(self._run(host_row, ids, keep_days * 86400 if keep_days > 0 else None))
 
     async def _run(self, host: Host, ids: list[int] | None, keep_seconds: float | None) -> None:
