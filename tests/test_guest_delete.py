@@ -8,6 +8,9 @@ deleted while running: the one kept keeps its transcript directory, the
 other's is removed by the relay pool once its relays stopped; both lose
 their Redis keys. A guest deleted while no relay process runs keeps its
 marked transcripts until the next relay process starts.
+
+Also the agent's other follow-up once a guest's processes are gone: the
+restart of "switch build and restart" (guests/agent_followups.py).
 """
 
 from __future__ import annotations
@@ -115,4 +118,48 @@ def test_delete_keeps_or_removes_transcripts_without_racing_the_relay(users, lab
     finally:
         for relay in relays:
             relay.stop()
+        cleanup(base)
+
+
+@needs_host
+def test_switch_build_and_restart_with_the_real_agent(users, lab, config):
+    """A running guest switched to another build with a restart: shut down
+    (this one ignores ACPI, so forced off after the agent's timeout), then
+    started again by the agent, now on the new build's initrd."""
+    from guests.hostagent import HostAgent
+
+    base = short_dir()
+    try:
+        host = make_host("trb", base)
+        old = fake_build(lab, config.latest, users["operator"], fake_out_path(base / "out-old"))
+        new = fake_build(lab, config.latest, users["operator"], fake_out_path(base / "out-new"))
+        guest = gs.guest_create(lab=lab, build=old, name="rb", host=host, kernel=host.kernels.get(),
+                                memory_mib=256, vcpus=1, user=users["operator"])
+        agent = HostAgent("trb", stop_timeout=1.0, probe=False, store=base)
+        gs.guest_start(guest=guest, user=users["operator"])
+        agent._scan()
+        agent.wait_starts()
+        first = Guest.objects.get(pk=guest.pk)
+        assert first.state == "running" and str(base / "out-old") in Path(f"/proc/{first.qemu_pid}/cmdline").read_text()
+
+        gs.guest_rollback(guest=first, build=new, user=users["operator"], restart=True)
+
+        def restarted():
+            agent._scan()
+            agent._watch()
+            agent.wait_starts(0.5)
+            row = Guest.objects.get(pk=guest.pk)
+            return row if row.state == "running" and row.qemu_pid != first.qemu_pid else None
+        row = wait_for(restarted, 40, 0.05, "the guest running again")
+        assert row.build_id == new.pk and not row.start_after_stop and not row.pending_action
+        cmdline = Path(f"/proc/{row.qemu_pid}/cmdline").read_text()
+        assert str(base / "out-new") in cmdline and str(base / "out-old") not in cmdline
+        kinds = list(GuestEvent.objects.filter(guest=guest).order_by("time", "id").values_list("kind", flat=True))
+        after = kinds[kinds.index("rollback"):]
+        assert after[:2] == ["rollback", "shutdown"] and "force off" in after and after[-1] == "started", after
+        assert GuestEvent.objects.filter(guest=guest, kind="start", text__contains="restart after switching").exists()
+        gs.guest_delete(guest=row, user=users["operator"])
+        wait_for(lambda: (agent._scan(), agent._watch(), not Guest.objects.filter(pk=guest.pk).exists())[-1],
+                 20, 0.05, "the guest deleted")
+    finally:
         cleanup(base)
