@@ -36,7 +36,7 @@ def _overlay_builds(guest: Guest) -> list[int]:
     """Builds a libvirt guest has a root overlay for: its timeline says when
     the agent created one (the directory itself is not listable by the web
     tier), the directory where it is."""
-    builds = set()
+    builds: set[int] = set()
     for text in guest.events.filter(kind="disk", source="agent").values_list("text", flat=True):
         builds.update(int(m) for m in _OVERLAY.findall(text))
     for name in libvirt_agent.overlays_of(guest):

@@ -163,3 +163,51 @@ def test_switch_build_and_restart_with_the_real_agent(users, lab, config):
                  20, 0.05, "the guest deleted")
     finally:
         cleanup(base)
+
+
+@pytest.mark.skipif(not KERNELS or os.geteuid() != 0, reason="needs a Debian kernel and root")
+def test_libvirt_guest_delete_marks_transcripts_and_keeps_disks_as_chosen(users, lab, tmp_path):
+    """The libvirt side's delete (domain, overlays, serial log; extra disks
+    only if asked) ends in the same removal as QEMU guests': here libvirt is
+    not reachable, which is recorded and does not stop the delete."""
+    import secrets
+    import shutil
+
+    from guests import libvirt_agent, services
+    from guests.hostagent import HostAgent
+    from tests.guest_helpers import GUEST_SETTINGS
+    from tests.helpers import sample_settings
+
+    base = short_dir()
+    host = make_host(f"tdl{secrets.token_hex(3)}", base)
+    host.libvirt_uri = "qemu:///nonexistent"
+    host.save()
+    try:
+        config = services.configuration_create(
+            lab=lab, name="lv", user=users["operator"],
+            settings=sample_settings(backend="libvirt", profiles=[], testSuites=[], storage=GUEST_SETTINGS["storage"]))
+        out = Path(fake_out_path(base / "out"))
+        (out / "nixos.qcow2").write_bytes(b"")
+        build = fake_build(lab, config.latest, users["operator"], str(out))
+        make = dict(lab=lab, build=build, host=host, kernel=host.kernels.get(), memory_mib=256, vcpus=1,
+                    user=users["operator"])
+        agent = HostAgent(host.name, probe=False, store=base)
+        for name, disks, transcripts in (("keepall", False, False), ("dropall", True, True)):
+            guest = gs.guest_create(name=name, **make)
+            d = libvirt_agent.guest_dir(host.name, guest.pk)
+            d.mkdir(parents=True)
+            for file in (f"build-{build.pk}.qcow2", "serial.log", "disk-scratch0.qcow2"):
+                (d / file).write_bytes(b"x")
+            tdir = transcript_dir(host, guest.pk, "ttyS0")
+            tdir.mkdir(parents=True)
+            (tdir / "boot-000001.log").write_bytes(b"boot\r\n")
+            gs.guest_delete(guest=guest, user=users["operator"], delete_disks=disks, delete_transcripts=transcripts)
+            agent._scan()
+            assert not Guest.objects.filter(pk=guest.pk).exists()
+            assert not (d / f"build-{build.pk}.qcow2").exists() and not (d / "serial.log").exists()
+            assert (d / "disk-scratch0.qcow2").exists() is not disks
+            assert (tdir.parent / MARKER).exists() is transcripts  # removed by the relay once it let go
+            assert (tdir / "boot-000001.log").exists()
+    finally:
+        shutil.rmtree(libvirt_agent.IMAGE_ROOT / host.name, ignore_errors=True)
+        cleanup(base)

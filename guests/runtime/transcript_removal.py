@@ -57,7 +57,7 @@ def sweep(root: Path, keep: set[int]) -> list[int]:
     """Remove every marked ``root/guest-<id>`` whose id is not in ``keep``
     (guests whose rows still exist: their relays will run and the pool
     removes them when the rows go). Only where no relay of those guests runs."""
-    removed = []
+    removed: list[int] = []
     try:
         children = list(root.iterdir())
     except OSError:
