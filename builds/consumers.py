@@ -1,28 +1,67 @@
-"""The live build page's websocket: log lines, progress and status.
+"""The live build page's websocket: the log, progress and status.
 
-Every client gets each log line exactly once and in order: on connect it
-joins the group *before* reading the stored log (so nothing falls between
-the two), then tracks the next expected offset; a batch that starts past it
-means the channel layer dropped messages, and the gap is read back from the
-log file; a batch that ends before it is a duplicate and is skipped. When
-the build ends, whatever is left in the file is sent before the final status.
+The log comes from the build's offset stream (builds/stream.py is the
+producer; guests/runtime/offsetstream.py; docs/streams.md), read with a
+StreamReader from the offset the page gives (``?from=N``, a byte offset in
+the stored log; 0 by default: the whole log). A running build's older bytes
+come from the worker by range request; once the build is terminal, from the
+log store here (a finished build has no producer).
+
+Frames, server → page:
+
+* binary: 24-byte header — raw start and raw end offsets in the stored log
+  (big-endian u64 each), then when the worker read the bytes from nix
+  (f64, ms since the epoch; 0 for bytes read back from disk) — and the
+  terminal bytes of those whole lines, filtered to colours only
+  (builds/termsafe.py). Filtering changes lengths, so the page acknowledges
+  and resumes by the raw offsets in the header, never by what it got;
+* JSON text: ``status`` {build summary}, ``progress`` {NixProgress},
+  ``skipped`` {from, to} (bytes nobody could deliver: never silent).
+
+Page → server: ``{"type": "ack", "offset": N}`` (raw offset rendered);
+flow control as the console's (kdevweb/wsstream.py). A terminal status is
+sent only after every byte of the log, so "finished" means "you have every
+byte".
 """
 
-import asyncio
-import time
+from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import re
+import struct
+from contextlib import suppress
+
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 
 from guests.access import lab_role
-from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_FORBIDDEN, LiveJsonConsumer
+from guests.runtime import offsetstream
+from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_BAD_FRAME, CLOSE_FORBIDDEN, LiveJsonConsumer
+from kdevweb.wsstream import NO_CHANNEL_LAYER, Flow, Pump, parse_control, redis_for_loop
 
 from . import logstore
 from .models import Build, Status
 from .presenters import build_summary
-from .stream import group_name
+from .stream import keys as stream_keys
 from .termsafe import terminal_safe
 
-SEND_CHUNK = 1000
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct(">QQd")
+POLL = 1.0  # seconds between re-reads of the row (queue position; missed events)
+# Characters terminal_safe may remove; a chunk without any is sent as it is.
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def page_bytes(data: bytes) -> bytes:
+    """Whole log lines as the page may show them: colours kept, every other
+    control sequence removed (the stored log keeps the bytes)."""
+    text = data.decode("utf-8", "replace")
+    if not _UNSAFE.search(text):
+        return data
+    return "\n".join(terminal_safe(line) for line in text.split("\n")).encode("utf-8")
 
 
 @database_sync_to_async
@@ -40,35 +79,138 @@ def _summary(build_id: int) -> dict:
 
 
 class BuildConsumer(LiveJsonConsumer):
+    # No channel layer: everything comes from the offset stream, and a
+    # layer's receive loop would end the socket when Redis restarts.
+    channel_layer_alias = NO_CHANNEL_LAYER
+
     async def connect(self):
         build_id = int(self.scope["url_route"]["kwargs"]["build_id"])
         build = await _allowed_build(self.scope["user"], build_id)
         if build is None:
             await self.close()  # authorise before accept(): refused handshake
             return
+        query = dict(part.split("=", 1) for part in self.scope.get("query_string", b"").decode(
+            "ascii", "replace").split("&") if "=" in part)
+        start = int(query["from"]) if query.get("from", "").isdigit() else 0
         self.build_id = build_id
-        self.directory = build.workdir
-        self.next = 0
-        self.terminal = False
-        self.last_live = time.monotonic()
-        self.group = group_name(build_id)
-        # Handlers and the queue poller both send lines; one at a time keeps
-        # `self.next` honest.
-        self.lock = asyncio.Lock()
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.local = logstore.ByteReader(build.workdir)
+        self.flow = Flow(start)
+        self.reader = offsetstream.StreamReader(redis_for_loop(), stream_keys(build_id), start)
+        self.terminal = False  # the viewer left: background tasks stop
+        self.ending = False  # the build is terminal: drain the log, then say so
+        self.finished = False  # the terminal status went out after the last byte
+        self.dirty = False  # the row changed: re-read it
+        self.last_status: str | None = None
         await self.accept()
-        await self.build_status({})
-        self.poller = asyncio.create_task(self._poll()) if not self.terminal else None
-        self.watcher = asyncio.create_task(self._watch_access())
+        summary = await _summary(build_id)
+        if summary["terminal"]:
+            self._end()
+        else:
+            await self._send_status(summary)
+        self.tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._poll()),
+                      asyncio.create_task(self._watch_access())]
 
     async def disconnect(self, code):
-        if getattr(self, "group", None):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-        for task in (getattr(self, "poller", None), getattr(self, "watcher", None)):
-            if task is not None:
-                task.cancel()
+        self.terminal = True
+        for task in getattr(self, "tasks", []):
+            task.cancel()
+        if hasattr(self, "local"):
+            await asyncio.to_thread(self.local.close)
 
-    async def _watch_access(self):
+    def viewer_gone(self) -> None:
+        self.terminal = True  # stops the background tasks
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        message = parse_control(text_data) if bytes_data is None else None
+        if message is None or (message["type"] == "ack" and not self.flow.ack(message.get("offset"))):
+            await self.close(code=CLOSE_BAD_FRAME)  # broken or hostile client: a code, no traceback
+
+    # -- the log --------------------------------------------------------------------------
+
+    def _end(self) -> None:
+        """The build is terminal: its whole log is in the log store here."""
+        self.ending = True
+
+        async def read_local(start: int, end: int) -> bytes:
+            return await asyncio.to_thread(self.local.read, start, end)
+
+        self.reader.local = read_local
+
+    async def _run(self) -> None:
+        pump = Pump(self.reader, self.flow, send=self._send_bytes, on_events=self._events, on_gap=self._gap,
+                    split=offsetstream.split_lines)
+        started = False
+        while not self.terminal:
+            try:
+                if not started:
+                    await self.reader.start()
+                    started = True
+                if self.finished:
+                    await self._events(await self.reader.read_events(block_ms=1000))
+                    if self.dirty:
+                        # A change after the end (closure size measured; a
+                        # build the reaper gave up on that finished after
+                        # all): drain what is new, then send it.
+                        self.dirty, self.finished = False, False
+                    continue
+                nbytes, nevents = await pump.step(block_ms=None if self.ending else 1000)
+                if self.ending and not nbytes and not nevents:
+                    await self._send_status(await _summary(self.build_id))
+                    self.finished = True
+                elif self.dirty:
+                    await self._reread()
+            except asyncio.CancelledError:
+                raise
+            except Disconnected:
+                self.terminal = True
+            except Exception as exc:  # noqa: BLE001 - Redis restarting: the row poll still runs; retry
+                log.warning("build %s stream: %s", self.build_id, exc)
+                await asyncio.sleep(1.0)
+
+    async def _send_bytes(self, offset: int, data: bytes, stamp: float | None) -> None:
+        header = HEADER.pack(offset, offset + len(data), (stamp or 0.0) * 1000)
+        await self.send(bytes_data=header + page_bytes(data))
+
+    async def _gap(self, gap: offsetstream.Gap) -> None:
+        await self.send_json({"type": "skipped", "from": gap.start, "to": gap.end})
+
+    async def _events(self, events: list[dict]) -> None:
+        for event in events:
+            if event.get("type") == "status":
+                self.dirty = True
+            elif event.get("type") == "progress" and not self.ending:
+                with suppress(ValueError):
+                    await self.send_json({"type": "progress", "progress": json.loads(event.get("p", ""))})
+
+    async def _reread(self) -> None:
+        self.dirty = False
+        summary = await _summary(self.build_id)
+        if summary["terminal"]:
+            self._end()  # its status goes out once the log is drained
+        else:
+            await self._send_status(summary)
+
+    async def _send_status(self, summary: dict) -> None:
+        self.last_status = summary["status"]
+        await self.send_json({"type": "status", "build": summary})
+
+    # -- the row ---------------------------------------------------------------------------
+
+    async def _poll(self) -> None:
+        """Every POLL s until the end: the queue position while queued; a
+        status change the stream did not bring (Redis was away)."""
+        try:
+            while not self.terminal and not self.ending:
+                await asyncio.sleep(POLL)
+                summary = await _summary(self.build_id)
+                if summary["status"] == Status.QUEUED and not summary["terminal"]:
+                    await self._send_status(summary)
+                elif summary["status"] != self.last_status:
+                    self.dirty = True
+        except asyncio.CancelledError:
+            pass
+
+    async def _watch_access(self) -> None:
         """Close the socket once the user may no longer see the build
         (removed from the lab, or the build deleted)."""
         try:
@@ -77,76 +219,5 @@ class BuildConsumer(LiveJsonConsumer):
                 if await _allowed_build(self.scope["user"], self.build_id) is None:
                     await self.close(code=CLOSE_FORBIDDEN)
                     return
-        except asyncio.CancelledError:
-            pass
-
-    def viewer_gone(self) -> None:
-        self.terminal = True  # stops the poller
-
-    async def _send_lines(self, start: int, lines: list[str], t: float | None = None) -> None:
-        for i in range(0, len(lines), SEND_CHUNK):
-            # Colours only: cursor, erase and OSC sequences from a builder
-            # must not rewrite the page's terminal (builds/termsafe.py).
-            chunk = [terminal_safe(line) for line in lines[i : i + SEND_CHUNK]]
-            message = {"type": "lines", "start": start + i, "lines": chunk}
-            if t is not None:
-                message["t"] = t  # live lines only: when the worker read them
-            await self.send_json(message)
-
-    async def _backfill(self, end: int | None = None) -> None:
-        lines = await asyncio.to_thread(logstore.read_lines, self.directory, self.next, end)
-        if lines:
-            await self._send_lines(self.next, lines)
-            self.next += len(lines)
-
-    async def build_lines(self, event):
-        async with self.lock:
-            await self._lines(event["start"], event["lines"], event.get("t"))
-
-    async def _lines(self, start: int, lines: list[str], t: float | None = None) -> None:
-        self.last_live = time.monotonic()
-        end = start + len(lines)
-        if end <= self.next:
-            return  # already sent (from the file or an earlier message)
-        if start > self.next:
-            await self._backfill(start)  # messages were dropped: read them back
-            if start > self.next:
-                return  # not on disk yet either; the next message or status catches up
-        skip = self.next - start
-        await self._send_lines(self.next, lines[skip:], t)
-        self.next = end
-
-    async def build_progress(self, event):
-        await self.send_json({"type": "progress", "progress": event["progress"]})
-
-    async def build_status(self, event):
-        async with self.lock:
-            summary = await _summary(self.build_id)
-            # Before the status, everything already stored: on a terminal
-            # build that is the whole log, so the client can trust
-            # "finished" to mean "you have every line".
-            await self._backfill()
-            self.terminal = summary["terminal"]
-            await self.send_json({"type": "status", "build": summary})
-
-    async def _poll(self):
-        """Once a second: queue position while queued; while running, catch
-        up from the log file if live batches stopped arriving (a Redis
-        restart drops group memberships, so rejoin too)."""
-        try:
-            while not self.terminal:
-                await asyncio.sleep(1.0)
-                summary = await _summary(self.build_id)
-                async with self.lock:
-                    if summary["status"] == Status.QUEUED:
-                        await self.send_json({"type": "status", "build": summary})
-                    elif time.monotonic() - self.last_live > 2.0:
-                        try:
-                            await self.channel_layer.group_add(self.group, self.channel_name)
-                        except Exception:
-                            pass  # Redis still down: the file has the lines
-                        await self._backfill()
-                if summary["terminal"] and not self.terminal:
-                    await self.build_status({})
         except asyncio.CancelledError:
             pass

@@ -1,9 +1,10 @@
 """The RQ job that runs one build: render, `nix build`, record.
 
 Everything the page shows comes from here: log lines go to the log file
-first and then to the channel layer (with their offsets), progress goes to
-the channel layer often and to the row every few seconds, and the outcome
-goes to the row once, through `services.build_finish`.
+first and then to the build's offset stream (with their byte offsets;
+builds/stream.py), progress goes to the stream often and to the row every
+few seconds, and the outcome goes to the row once, through
+`services.build_finish`.
 """
 
 import logging
@@ -26,7 +27,7 @@ from . import logstore, nixcmd, nixlog
 from .models import Build, Status
 from .scheduling import build_claim
 from .services import build_finish, build_wake
-from .stream import Publisher, publish_status
+from .stream import BuildPublisher, publish_status
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,8 @@ class BuildRunner:
         # The reading thread and the watchdog both emit: the offset a batch
         # is published with must be the one it was written at.
         with self.emit_lock:
-            start = self.writer.write(lines)
-            self.publisher.lines(start, lines)
+            offset, data = self.writer.append(lines)
+            self.publisher.output(offset, data)
 
     def on_line(self, line: str) -> None:
         self.raw.write(line + "\n")  # nix's own stream, kept for re-parsing
@@ -121,7 +122,7 @@ class BuildRunner:
         write_files(self.build.revision.files, str(flake_dir))
         self.writer = logstore.LogWriter(self.workdir)
         self.raw = open(self.workdir / logstore.RAW, "w", encoding="utf-8", errors="replace")
-        self.publisher = Publisher(self.build.pk)
+        self.publisher = BuildPublisher(self.build.pk, self.workdir)
         self.publisher.status()  # queued -> running
         watchdog = threading.Thread(target=self.watchdog, name=f"watchdog-{self.build.pk}", daemon=True)
         watchdog.start()

@@ -1,9 +1,11 @@
 """Build logs on disk: one line per log line, appended while the build
 runs (``log``), gzip-compressed when it ends (``log.gz``).
 
-Django-free. Line numbers (0-based offsets) are the contract between the
-writer, the live stream and late joiners: a reader asks for lines
-``[start, end)`` and gets exactly those, whichever file holds them.
+Django-free. Two kinds of position, both exact whichever file holds the
+log: line numbers (0-based; :func:`read_lines`, the row's ``log_lines``)
+and byte offsets in the log as written (:class:`ByteReader`), which are the
+offsets of the build's offset stream (builds/stream.py) and of the page's
+resume position.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import gzip
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 PLAIN = "log"
 COMPRESSED = "log.gz"
@@ -21,22 +24,32 @@ RAW = "nix-internal-json.log"
 
 
 class LogWriter:
-    """Append-only writer that counts lines. Not thread-safe: one writer."""
+    """Append-only writer that counts lines and bytes. Not thread-safe: one writer."""
 
     def __init__(self, directory: Path) -> None:
         self.path = Path(directory) / PLAIN
         self.count = 0
-        self._fh = open(self.path, "a", encoding="utf-8", errors="replace")
+        self._fh = open(self.path, "ab")
+        self.size = self._fh.tell()  # byte offset of the next line
+
+    def append(self, lines: list[str]) -> tuple[int, bytes]:
+        """Append ``lines`` (no newlines inside); return (byte offset, bytes written)."""
+        start = self.size
+        if not lines:
+            return start, b""
+        data = "".join(line + "\n" for line in lines).encode("utf-8", "replace")
+        self._fh.write(data)
+        # Flush per batch: the worker answers range requests from this file,
+        # and a line must be on disk before anyone is told it exists.
+        self._fh.flush()
+        self.count += len(lines)
+        self.size += len(data)
+        return start, data
 
     def write(self, lines: list[str]) -> int:
-        """Append ``lines`` (no newlines inside); return the offset of the first."""
+        """Append ``lines``; return the line number of the first."""
         start = self.count
-        if lines:
-            self._fh.write("".join(line + "\n" for line in lines))
-            # Flush per batch: a late joiner backfills from this file, and a
-            # line must be on disk before anyone is told it exists.
-            self._fh.flush()
-            self.count += len(lines)
+        self.append(lines)
         return start
 
     def close(self) -> None:
@@ -90,6 +103,52 @@ def read_lines(directory: Path, start: int = 0, end: int | None = None) -> list[
             if i >= start:
                 out.append(line[:-1])
     return out
+
+
+class ByteReader:
+    """Bytes ``[start, end)`` of a log, cut after its last complete line.
+
+    Keeps its file open between calls so reading a log front to back (a
+    page joining a finished build) decompresses it once; it reopens only
+    when asked for another position.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._fh: Any = None
+        self._file: Any = None
+        self._pos = 0
+        self._carry = b""  # read past the last complete line, not returned yet
+
+    def read(self, start: int, end: int) -> bytes:
+        if self._fh is None or start != self._pos:
+            self.close()
+            fh, gzipped = raw_stream(self.directory)
+            if fh is None:
+                return b""
+            # An open plain file stays readable after compress() replaced it:
+            # the writer is closed by then, so it holds the whole log.
+            self._file = fh
+            self._fh = gzip.GzipFile(fileobj=fh) if gzipped else fh
+            self._fh.seek(start)
+            self._pos, self._carry = start, b""
+        want = max(0, end - start)
+        more = self._fh.read(want - len(self._carry)) if want > len(self._carry) else b""
+        data = self._carry + more
+        data, rest = data[:want], data[want:]
+        # A line still being written (or past `end`) waits for a later call,
+        # unless one line is longer than the whole range.
+        cut = data.rfind(b"\n") + 1 or (len(data) if len(data) == want else 0)
+        self._carry = data[cut:] + rest
+        self._pos = start + cut
+        return data[:cut]
+
+    def close(self) -> None:
+        for fh in (self._fh, self._file):
+            if fh is not None:
+                fh.close()
+        self._fh = self._file = None
+        self._carry = b""
 
 
 def raw_stream(directory: Path, name: str = PLAIN):

@@ -1,74 +1,115 @@
-"""Publishing a build's live output to the channel layer (worker side).
+"""A build's live output on its offset stream (worker side).
 
-Messages to group ``build-<id>``:
-- ``build.lines``    {start, lines}: log lines [start, start+len) — offsets let
-  consumers drop duplicates and backfill gaps from the log file, because
-  channels-redis silently drops messages past a channel's capacity;
-- ``build.progress`` {progress}: the latest NixProgress snapshot;
-- ``build.status``   {}: the row changed; consumers re-read it.
+The worker running a build is the producer of kind ``build``, id
+``<build id>`` (guests/runtime/offsetstream.py; docs/streams.md):
 
-Publishing never blocks or breaks a build: if Redis is down, the lines are
-still in the log file and consumers catch up from it.
+- ``:out``  the shown log's bytes, XADDed with their byte offsets in the log
+  file, cut at line boundaries (an escape sequence is never split), each
+  entry stamped with when its oldest line was read from nix (``t``);
+- ``:ev``   ``progress`` {p: NixProgress snapshot JSON} and ``status`` {}
+  (the row changed: readers re-read it);
+- ``:producer`` heartbeat {head: bytes written, running};
+- range requests answered from the log file while the build runs, so a web
+  node needs no access to the worker's disk for a running build.
+
+Publishing never blocks or breaks a build: emit() only appends to a list; a
+thread with its own event loop talks to Redis. If Redis is down, the bytes
+are still in the log file and readers fill from the producer (or, for a
+finished build, from the log store). When the build ends its keys expire.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import threading
 import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from django.conf import settings
+
+from guests.runtime import offsetstream
+
+from . import logstore
 
 log = logging.getLogger(__name__)
 
+# Bytes of a running build's log kept in Redis; older ones come from the
+# worker's file. An environment knob so tests can make it tiny.
+WINDOW = int(os.environ.get("KDEVWEB_BUILD_STREAM_WINDOW") or offsetstream.WINDOW)
+# A finished build's keys live this long (pages that joined late read the
+# log store instead; they never need the keys).
+KEEP_AFTER_END = 600
+# Output held for Redis while a publish is slow or failing; past it the
+# publisher drops it (readers fill from the file).
+MAX_PENDING = 16 * 1024 * 1024
+HEARTBEAT = 1.0
 
-def group_name(build_id: int) -> str:
-    return f"build-{build_id}"
+
+def keys(build_id: int) -> offsetstream.StreamKeys:
+    return offsetstream.build_keys(build_id)
+
+
+@lru_cache(maxsize=1)
+def _sync_redis() -> Any:
+    import redis
+
+    # Short timeouts: a status publish from a request or the worker must
+    # never hang on a Redis that is down.
+    return redis.Redis.from_url(settings.REDIS_URL, password=settings.REDIS_PASSWORD,
+                                socket_timeout=2, socket_connect_timeout=2)
 
 
 def publish_status(build_id: int) -> None:
-    """Tell consumers the build row changed (best effort)."""
+    """Tell readers the build row changed (best effort: pages also poll the row)."""
     try:
-        async_to_sync(get_channel_layer().group_send)(group_name(build_id), {"type": "build.status"})
-    except Exception as exc:  # Redis down: pages fall back to the stored state
+        offsetstream.add_event_sync(_sync_redis(), keys(build_id), {"type": "status"}, maxlen=100,
+                                    expire=KEEP_AFTER_END)
+    except Exception as exc:  # noqa: BLE001 - Redis down: pages fall back to the stored state
         log.warning("status publish for build %s failed: %s", build_id, exc)
 
 
-class Publisher:
-    """Batches lines and progress and sends them from its own event loop.
+class BuildPublisher:
+    """The producer of one build's stream, from a daemon thread's event loop."""
 
-    One asyncio loop in a daemon thread keeps one channel layer connection
-    for the whole build, instead of a new loop per message. Lines are sent
-    at most every ``interval`` seconds in batches of at most ``max_batch``.
-    """
-
-    def __init__(self, build_id: int, *, interval: float = 0.02, max_batch: int = 1000) -> None:
-        self.group = group_name(build_id)
+    def __init__(self, build_id: int, directory: Path, *, window: int = WINDOW, interval: float = 0.02) -> None:
+        self.keys = keys(build_id)
+        self.directory = Path(directory)
+        self.window = window
         self.interval = interval
-        self.max_batch = max_batch
         self._lock = threading.Lock()
-        self._pending: list[str] = []
-        self._pending_start = 0
+        self._pending: list[tuple[int, bytes]] = []
+        self._pending_bytes = 0
         self._pending_since = 0.0
         self._progress: dict | None = None
         self._status = False
-        self._closed = False
+        self._head = 0
+        self._closed = threading.Event()
         self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"publish-{self.group}", daemon=True)
+        self.served = 0  # bytes sent in answer to range requests (heartbeat; tests)
+        self.failures = 0
+        self._thread = threading.Thread(target=self._run, name=f"publish-build-{build_id}", daemon=True)
         self._thread.start()
 
-    def lines(self, start: int, lines: list[str]) -> None:
+    # -- called by the build (any thread) -------------------------------------------------
+
+    def output(self, offset: int, data: bytes) -> None:
+        """``data`` (whole lines) was written to the log at ``offset``."""
         with self._lock:
-            if not self._pending:
-                self._pending_start = start
-                self._pending_since = time.time()
-            self._pending.extend(lines)
+            self._head = offset + len(data)
+            if self._pending_bytes + len(data) <= MAX_PENDING:
+                if not self._pending:
+                    self._pending_since = time.time()
+                self._pending.append((offset, data))
+                self._pending_bytes += len(data)
         self._wake.set()
 
     def status(self) -> None:
-        """Tell consumers the row changed (sent in order with the lines)."""
+        """Tell readers the row changed (published after the output before it)."""
         with self._lock:
             self._status = True
         self._wake.set()
@@ -79,49 +120,122 @@ class Publisher:
         self._wake.set()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Flush what is pending and stop."""
-        self._closed = True
+        """Flush what is pending, give the keys their expiry, and stop."""
+        self._closed.set()
         self._wake.set()
         self._thread.join(timeout)
 
-    def _take(self) -> tuple[list[dict], bool]:
-        with self._lock:
-            messages = []
-            while self._pending:
-                chunk = self._pending[: self.max_batch]
-                # "t": when the oldest line of the batch was read from nix,
-                # so clients (and bench/) can measure end-to-end latency.
-                messages.append({"type": "build.lines", "start": self._pending_start, "lines": chunk,
-                                 "t": self._pending_since})
-                self._pending = self._pending[len(chunk):]
-                self._pending_start += len(chunk)
-            if self._progress is not None:
-                messages.append({"type": "build.progress", "progress": self._progress})
-                self._progress = None
-            if self._status:
-                messages.append({"type": "build.status"})
-                self._status = False
-            return messages, self._closed
+    # -- the publishing thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        asyncio.run(self._loop())
+        asyncio.run(self._main())
 
-    async def _loop(self) -> None:
-        layer = get_channel_layer()
+    async def _main(self) -> None:
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, password=settings.REDIS_PASSWORD,
+                                              socket_timeout=None, socket_connect_timeout=2)
+        reader = logstore.ByteReader(self.directory)
+
+        async def read_range(start: int, end: int) -> bytes:
+            data = await asyncio.to_thread(reader.read, start, min(end, self._head))
+            self.served += len(data)
+            return data
+
+        helpers = [asyncio.create_task(self._forever(lambda: offsetstream.serve_ranges(client, self.keys,
+                                                                                        read_range))),
+                   asyncio.create_task(self._forever(lambda: self._heartbeat(client)))]
+        try:
+            await self._start(client)
+            await self._publish_loop(client)
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            try:
+                await self._beat(client, running=False)
+                await offsetstream.expire(client, self.keys, KEEP_AFTER_END)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("closing %s failed: %s", self.keys.prefix, exc)
+            reader.close()
+            await client.aclose()
+
+    async def _start(self, client: Any) -> None:
+        # Build ids are reused after a database reset: an old build's
+        # output under the same id would read as this build's.
+        try:
+            await client.delete(self.keys.out, self.keys.requests, self.keys.producer)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("resetting %s failed: %s", self.keys.prefix, exc)
+
+    async def _forever(self, loop: Any) -> None:
+        """Restart a helper loop a second after an error (Redis restarting)."""
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                log.warning("%s: helper failed (%s); restarting it", self.keys.prefix, exc)
+                await asyncio.sleep(1.0)
+
+    async def _beat(self, client: Any, *, running: bool) -> None:
+        info = {"head": self._head, "running": running, "served": self.served, "pid": os.getpid()}
+        await client.set(self.keys.producer, json.dumps(info), ex=int(HEARTBEAT * 5) if running else KEEP_AFTER_END)
+
+    async def _heartbeat(self, client: Any) -> None:
+        while True:
+            await self._beat(client, running=True)
+            await asyncio.sleep(HEARTBEAT)
+
+    def _take(self) -> tuple[list[tuple[int, bytes]], float, dict | None, bool, bool]:
+        with self._lock:
+            pending, since = self._pending, self._pending_since
+            self._pending, self._pending_bytes = [], 0
+            progress, self._progress = self._progress, None
+            status, self._status = self._status, False
+            return pending, since, progress, status, self._closed.is_set()
+
+    async def _publish_loop(self, client: Any) -> None:
         while True:
             await asyncio.to_thread(self._wake.wait, 1.0)
             self._wake.clear()
-            messages, closed = self._take()
-            for message in messages:
-                try:
-                    await layer.group_send(self.group, message)
-                except Exception as exc:
-                    log.warning("publish to %s failed (%s); consumers will backfill", self.group, exc)
-                    break
+            pending, since, progress, status, closed = self._take()
+            try:
+                await self._send(client, pending, since, progress, status)
+            except Exception as exc:  # noqa: BLE001 - Redis down or reset; the file has the bytes
+                self.failures += 1
+                log.warning("publishing %s failed (%s); readers will fill from the file", self.keys.out, exc)
+                if "equal or smaller" in str(exc):
+                    await client.delete(self.keys.out)  # a stale stream ahead of this log
             if closed:
                 return
-            # Let lines accumulate a little (batches, not one message a
-            # line), unless they are already piling up faster than that.
-            if sum(len(m.get("lines", ())) for m in messages) < self.max_batch:
-                await asyncio.sleep(self.interval)
+            # Let lines accumulate a little (entries, not one XADD a line).
+            await asyncio.sleep(self.interval)
 
+    async def _send(self, client: Any, pending: list[tuple[int, bytes]], since: float, progress: dict | None,
+                    status: bool) -> None:
+        chunks: list[tuple[int, bytes]] = []
+        for offset, data in _merge(pending):
+            chunks += offsetstream.split_lines(offset, data)
+        await offsetstream.publish(client, self.keys, chunks, window=self.window, stamp=since)
+        if progress is not None or status:
+            pipe = client.pipeline(transaction=False)
+            if progress is not None:
+                pipe.xadd(self.keys.events, {"type": "progress", "p": json.dumps(progress)}, maxlen=100,
+                          approximate=True)
+            if status:
+                pipe.xadd(self.keys.events, {"type": "status"}, maxlen=100, approximate=True)
+            await pipe.execute()
+
+
+def _merge(pending: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """Contiguous runs of (offset, bytes), so entries fill up to CHUNK."""
+    runs: list[tuple[int, bytearray]] = []
+    for offset, data in pending:
+        if runs and runs[-1][0] + len(runs[-1][1]) == offset:
+            runs[-1][1].extend(data)
+        else:
+            runs.append((offset, bytearray(data)))
+    return [(offset, bytes(data)) for offset, data in runs]

@@ -1,83 +1,188 @@
-"""The live log over a real websocket (daphne + channels-redis + worker):
-a client that joins mid-build gets every line exactly once, in order, even
-when the channel layer drops messages; outsiders are refused."""
+"""The live log over a real websocket (daphne + Redis offset stream + worker):
+every byte exactly once and in order — for a mid-build joiner when Redis
+keeps only a few KB (older bytes come from the worker by range request),
+across a Redis restart, for a page resuming with ``?from=``, for a finished
+build with no producer (the log store); a slow page makes the server read
+no further; outsiders are refused."""
 
+import gzip
 import json
+import struct
+import threading
 import time
 
 import pytest
+import redis
+from django.conf import settings
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from builds import logstore, services
+from builds.consumers import page_bytes
 from builds.models import Build, Status
+from guests.runtime import offsetstream
+from kdevweb.wsstream import HIGH_WATER
 from tests.procs import start_daphne, wait_for
 from tests.test_builds import finished, make_config
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
+HEADER = struct.Struct(">QQd")
+TINY_WINDOW = "4096"  # bytes of a running build's log kept in Redis
+
 
 @pytest.fixture
 def daphne(tmp_path):
-    # A tiny channel capacity makes channels-redis drop most live batches:
-    # the consumer must notice the gaps and read them back from the log.
-    proc, port = start_daphne(tmp_path / "daphne.log", CHANNEL_CAPACITY="3")
+    proc, port = start_daphne(tmp_path / "daphne.log")
     yield port
     proc.stop()
 
 
-def _ws(port, build_id, client):
+def _ws(port, build_id, client, start=None):
     cookie = f"sessionid={client.cookies['sessionid'].value}"
-    return connect(f"ws://127.0.0.1:{port}/ws/builds/{build_id}/",
+    query = f"?from={start}" if start is not None else ""
+    return connect(f"ws://127.0.0.1:{port}/ws/builds/{build_id}/{query}",
                    additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"},
                    open_timeout=10, max_size=None)
 
 
-def collect(ws, timeout=180):
-    """Receive until a terminal status; return (lines by offset, statuses)."""
-    got: dict[int, str] = {}
-    order: list[int] = []
-    statuses = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msg = json.loads(ws.recv(timeout=deadline - time.monotonic()))
-        if msg["type"] == "lines":
-            for i, line in enumerate(msg["lines"]):
-                assert msg["start"] + i not in got, "a line was sent twice"
-                got[msg["start"] + i] = line
-                order.append(msg["start"] + i)
-        elif msg["type"] == "status":
-            statuses.append(msg["build"]["status"])
-            if msg["build"]["terminal"]:
-                return got, order, statuses
-    raise AssertionError("no terminal status received")
+class Page:
+    """What build.js keeps: the next raw offset, the bytes shown, statuses."""
+
+    def __init__(self, start=0):
+        self.next = start
+        self.shown = bytearray()
+        self.statuses = []
+        self.frames = 0
+
+    def take(self, ws, frame, ack=True):
+        if isinstance(frame, bytes):
+            start, end, _t = HEADER.unpack(frame[:HEADER.size])
+            assert start == self.next, f"frame at {start}, expected {self.next} (gap or duplicate)"
+            self.next = end
+            self.shown += frame[HEADER.size:]
+            self.frames += 1
+            if ack:
+                ws.send(json.dumps({"type": "ack", "offset": end}))
+            return None
+        msg = json.loads(frame)
+        assert msg["type"] != "skipped", msg
+        if msg["type"] == "status":
+            self.statuses.append(msg["build"]["status"])
+        return msg
+
+    def collect(self, ws, timeout=180):
+        """Receive until a terminal status."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.take(ws, ws.recv(timeout=deadline - time.monotonic()))
+            if msg and msg["type"] == "status" and msg["build"]["terminal"]:
+                return self
+        raise AssertionError("no terminal status received")
 
 
-def test_late_joiner_gets_every_line_once_in_order(client_for, users, lab, workers, daphne):
+def stored_bytes(build) -> bytes:
+    plain, packed = build.workdir / logstore.PLAIN, build.workdir / logstore.COMPRESSED
+    return gzip.decompress(packed.read_bytes()) if packed.exists() else plain.read_bytes()
+
+
+def assert_exact(page, build, start=0):
+    raw = stored_bytes(build)
+    assert page.next == len(raw), "the terminal status came before the last byte"
+    assert bytes(page.shown) == page_bytes(raw[start:])
+
+
+def producer(build):
+    client = redis.Redis.from_url(settings.REDIS_URL, password=settings.REDIS_PASSWORD)
+    raw = client.get(offsetstream.build_keys(build.pk).producer)
+    return json.loads(raw) if raw else None
+
+
+def test_late_joiner_gets_every_byte_once_in_order(client_for, users, lab, workers, daphne):
     config = make_config(lab, users["operator"], extra_module="{ standin.logLines = 20000; }")
-    workers(CHANNEL_CAPACITY="3")
+    workers(KDEVWEB_BUILD_STREAM_WINDOW=TINY_WINDOW)
     build = services.build_start(revision=config.latest, user=users["operator"])
-    # Join mid-build: some lines are already on disk, more are coming.
-    wait_for(lambda: len(logstore.read_lines(build.workdir, 0, 50)) >= 50, 60, what="the first log lines")
+    # Join mid-build: the first bytes left Redis long ago, more are coming.
+    wait_for(lambda: len(logstore.read_lines(build.workdir, 0, 500)) >= 500, 60, what="the first log lines")
     with _ws(daphne, build.pk, client_for(users["viewer"])) as ws:
-        got, order, statuses = collect(ws)
+        page = Page().collect(ws)
     build = finished(build)
     assert build.status == Status.SUCCEEDED, build.error
-    stored = logstore.read_lines(build.workdir)
-    assert order == list(range(len(stored))), "lines arrived out of order or with gaps"
-    assert [got[i] for i in order] == stored
-    assert sum("standin log line" in line for line in stored) >= 20000
-    assert statuses[-1] == "succeeded"
+    assert_exact(page, build)
+    assert page.statuses[-1] == "succeeded"
+    assert sum(b"standin log line" in line for line in page.shown.split(b"\n")) >= 20000
+    # The early bytes came from the worker's file through range requests.
+    assert producer(build)["served"] > 0
 
 
-def test_joining_a_finished_build_replays_the_log(client_for, users, lab, workers, daphne):
+def test_joining_a_finished_build_reads_the_log_store(client_for, users, lab, workers, daphne):
     config = make_config(lab, users["operator"])
     workers()
     build = finished(services.build_start(revision=config.latest, user=users["operator"]))
+    # Its keys expire; no producer runs: the log store alone serves it.
+    client = redis.Redis.from_url(settings.REDIS_URL, password=settings.REDIS_PASSWORD)
+    keys = offsetstream.build_keys(build.pk)
+    client.delete(keys.out, keys.producer, keys.requests)
     with _ws(daphne, build.pk, client_for(users["viewer"])) as ws:
-        got, order, statuses = collect(ws, timeout=30)
-    assert [got[i] for i in order] == logstore.read_lines(build.workdir)
-    assert statuses == ["succeeded"]
+        page = Page().collect(ws, timeout=30)
+    assert_exact(page, build)
+    assert page.statuses == ["succeeded"]
+
+
+def test_resuming_with_from_has_no_gap_and_no_duplicate(client_for, users, lab, workers, daphne):
+    config = make_config(lab, users["operator"], extra_module="{ standin.logLines = 30000; }")
+    workers(KDEVWEB_BUILD_STREAM_WINDOW=TINY_WINDOW)
+    build = services.build_start(revision=config.latest, user=users["operator"])
+    viewer = client_for(users["viewer"])
+    page = Page()
+    with _ws(daphne, build.pk, viewer) as ws:
+        while page.next < 100_000:  # a dropped connection mid-build
+            page.take(ws, ws.recv(timeout=60))
+    with _ws(daphne, build.pk, viewer, start=page.next) as ws:
+        page.collect(ws)
+    build = finished(build)
+    assert build.status == Status.SUCCEEDED, build.error
+    assert_exact(page, build)
+
+
+def test_a_slow_page_makes_the_server_read_no_further(client_for, users, lab, workers, daphne):
+    config = make_config(lab, users["operator"], extra_module="{ standin.logLines = 200000; }")
+    workers()
+    build = finished(services.build_start(revision=config.latest, user=users["operator"]), timeout=300)
+    total = len(stored_bytes(build))
+    assert total > 4 * HIGH_WATER
+    page = Page()
+    with _ws(daphne, build.pk, client_for(users["viewer"])) as ws:
+        # A page that renders nothing: the server stops at HIGH_WATER
+        # unacknowledged bytes (plus at most a chunk) and holds the rest back.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                page.take(ws, ws.recv(timeout=0.5), ack=False)
+            except TimeoutError:
+                pass
+        assert HIGH_WATER // 2 <= page.next <= HIGH_WATER + offsetstream.CHUNK, page.next
+        ws.send(json.dumps({"type": "ack", "offset": page.next}))
+        page.collect(ws, timeout=60)
+    assert_exact(page, build)
+
+
+def test_restarting_redis_mid_build_keeps_outcome_and_log(client_for, users, lab, workers, daphne, redis_control):
+    config = make_config(lab, users["operator"], extra_module="{ standin.buildSeconds = 6; }")
+    workers()
+    build = services.build_start(revision=config.latest, user=users["operator"])
+    wait_for(lambda: "sleeping" in "\n".join(logstore.read_lines(build.workdir)), 60, what="a running build")
+    restarter = threading.Timer(0.5, redis_control.restart)
+    with _ws(daphne, build.pk, client_for(users["viewer"])) as ws:
+        restarter.start()
+        page = Page().collect(ws, timeout=120)
+    restarter.join()
+    build = finished(build, timeout=120)
+    assert build.status == Status.SUCCEEDED, build.error
+    lines = logstore.read_lines(build.workdir)
+    assert len(lines) == build.log_lines and lines[-1].startswith("kdevweb: succeeded")
+    assert any("system closure ready" in line for line in lines)
+    assert_exact(page, build)
 
 
 def test_outsiders_and_anonymous_are_refused(client_for, users, lab, config, daphne):
@@ -96,31 +201,17 @@ def test_outsiders_and_anonymous_are_refused(client_for, users, lab, config, dap
                                     "Origin": "http://evil.example"})
 
 
-def test_restarting_redis_mid_build_keeps_outcome_and_log(users, lab, workers, redis_control):
-    config = make_config(lab, users["operator"], extra_module="{ standin.buildSeconds = 6; }")
-    workers()
-    build = services.build_start(revision=config.latest, user=users["operator"])
-    wait_for(lambda: "sleeping" in "\n".join(logstore.read_lines(build.workdir)), 60, what="a running build")
-    redis_control.restart()
-    build = finished(build, timeout=120)
-    assert build.status == Status.SUCCEEDED, build.error
-    lines = logstore.read_lines(build.workdir)
-    assert len(lines) == build.log_lines and lines[-1].startswith("kdevweb: succeeded")
-    assert any("system closure ready" in line for line in lines)
-
-
 def test_cancel_during_output_keeps_the_stream_exact(client_for, users, lab, workers, daphne):
     """The watchdog writes "cancel requested" while nix is still printing:
     both writers go through one lock, so offsets stay exact."""
     config = make_config(lab, users["operator"], extra_module="{ standin.logLines = 400000; }")
-    workers(CHANNEL_CAPACITY="3")
+    workers(KDEVWEB_BUILD_STREAM_WINDOW=TINY_WINDOW)
     build = services.build_start(revision=config.latest, user=users["operator"])
     with _ws(daphne, build.pk, client_for(users["viewer"])) as ws:
         wait_for(lambda: len(logstore.read_lines(build.workdir, 0, 2000)) >= 2000, 60, what="output")
         services.build_cancel(build=build)
-        got, order, statuses = collect(ws)
+        page = Page().collect(ws)
     build = finished(build)
     assert build.status == Status.CANCELLED
-    stored = logstore.read_lines(build.workdir)
-    assert any("cancel requested" in line for line in stored)
-    assert order == list(range(len(stored))) and [got[i] for i in order] == stored
+    assert any("cancel requested" in line for line in logstore.read_lines(build.workdir))
+    assert_exact(page, build)

@@ -30,8 +30,8 @@ def test_concurrent_emitters_keep_offsets(tmp_path, monkeypatch):
     published = []
 
     class FakePublisher:
-        def lines(self, start, lines):
-            published.append((start, list(lines)))
+        def output(self, offset, data):
+            published.append((offset, data))
 
     runner = jobs.BuildRunner.__new__(jobs.BuildRunner)
     runner.emit_lock = threading.Lock()
@@ -48,5 +48,7 @@ def test_concurrent_emitters_keep_offsets(tmp_path, monkeypatch):
     runner.writer.close()
     stored = logstore.read_lines(tmp_path)
     assert len(stored) == 4000
-    for start, lines in published:
-        assert stored[start:start + len(lines)] == lines
+    raw = (tmp_path / logstore.PLAIN).read_bytes()
+    for offset, data in published:  # byte offsets, as the offset stream publishes them
+        assert raw[offset:offset + len(data)] == data
+    assert sum(len(data) for _, data in published) == len(raw)

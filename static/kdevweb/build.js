@@ -1,8 +1,12 @@
-// Live build page. The server sends {type: "lines", start, lines} with line
-// offsets (we write each line once, in order), "progress" snapshots while
-// nix runs, and "status" with the whole build summary. When the build ends
-// the page is updated in place: no reload, so neither the page's nor the
-// terminal's scroll position moves and a long log is not replayed.
+// Live build page (builds/consumers.py). Binary frames carry
+// [u64 raw start][u64 raw end][f64 worker ms][bytes of whole log lines]:
+// the offsets are in the stored log, the bytes filtered for the terminal,
+// so we track and acknowledge raw offsets, write each frame once, in order,
+// and reconnect with ?from=<next raw offset> (no gap, no duplicate). Text
+// frames are JSON: "progress" while nix runs, "status" with the whole build
+// summary (a terminal one only after the last byte), "skipped". When the
+// build ends the page is updated in place: no reload, so neither the page's
+// nor the terminal's scroll position moves and a long log is not replayed.
 (function () {
   const box = document.getElementById("build");
   const el = document.getElementById("terminal");
@@ -12,14 +16,16 @@
   term.open(el);
   fit.fit();
   window.addEventListener("resize", () => fit.fit());
-  let next = 0;
+  let next = 0;  // raw log offset of the next byte we want
+  let written = 0, acked = 0;  // raw offsets the terminal has rendered / we acknowledged
+  let ws = null, retry = 500, finished = false;
   let active = box.dataset.active === "1";
   let startedAt = box.dataset.started ? new Date(box.dataset.started) : null;
   const createdAt = new Date(box.dataset.created);
   // nix lowers "expected" when pending work is dropped; a counter that
   // shrinks reads like lost work, so while live we show the most seen.
   const peak = { builds: 0, downloads: 0 };
-  window.kdevwebLog = { lines: 0, reloads: 0, status: null };  // for tests and the curious
+  window.kdevwebLog = { lines: 0, bytes: 0, reloads: 0, reconnects: 0, skipped: 0, status: null };  // for tests
 
   function byId(id) { return document.getElementById(id); }
   function set(id, value) {
@@ -68,16 +74,31 @@
   const timer = setInterval(tick, 1000);
   tick();
 
-  function onLines(msg) {
-    let lines = msg.lines;
-    if (msg.start + lines.length <= next) return;
-    // The server sends lines in order; a gap here means this page lost
-    // track (it never should): start over from the stored log.
-    if (msg.start > next) { window.kdevwebLog.reloads++; window.location.reload(); return; }
-    lines = lines.slice(next - msg.start);
-    term.write(lines.join("\n") + "\n");
-    next += lines.length;
-    window.kdevwebLog.lines = next;
+  function ack() {
+    if (ws && ws.readyState === WebSocket.OPEN && written > acked) {
+      acked = written;
+      ws.send(JSON.stringify({ type: "ack", offset: written }));
+    }
+  }
+
+  function onBytes(buffer) {
+    const view = new DataView(buffer);
+    const start = Number(view.getBigUint64(0)), end = Number(view.getBigUint64(8));
+    if (end <= next) return;  // already written (never expected: we resume at `next`)
+    // Frames hold whole lines and we resume at a frame's end, so a frame
+    // never starts inside what we have; one past it would be a server bug.
+    if (start > next) window.kdevwebLog.skipped += start - next;
+    const bytes = new Uint8Array(buffer, 24);
+    next = end;
+    let newlines = 0;
+    for (let i = 0; i < bytes.length; i++) if (bytes[i] === 10) newlines++;
+    window.kdevwebLog.lines += newlines;
+    window.kdevwebLog.bytes = end;
+    term.write(bytes, () => {
+      written = end;
+      // Acknowledge every 64 KB, and whenever the terminal has caught up.
+      if (written - acked >= 65536 || written === next) ack();
+    });
   }
 
   function liveCounts(p) {
@@ -162,13 +183,31 @@
     });
   }
 
-  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  const ws = new WebSocket(scheme + location.host + box.dataset.ws);
-  ws.onmessage = (ev) => {
-    const msg = JSON.parse(ev.data);
-    if (msg.type === "lines") onLines(msg);
-    else if (msg.type === "progress") onProgress(msg.progress);
-    else if (msg.type === "status") onStatus(msg.build);
-  };
-  ws.onclose = () => { if (active) set("queue", "(live updates disconnected: reload the page)"); };
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    ws = new WebSocket(scheme + location.host + box.dataset.ws + (next ? "?from=" + next : ""));
+    ws.binaryType = "arraybuffer";
+    ws.onmessage = (ev) => {
+      if (typeof ev.data !== "string") { onBytes(ev.data); return; }
+      const msg = JSON.parse(ev.data);
+      retry = 500;
+      if (msg.type === "progress") onProgress(msg.progress);
+      else if (msg.type === "status") { if (msg.build.terminal) finished = true; onStatus(msg.build); }
+      else if (msg.type === "skipped") {
+        window.kdevwebLog.skipped += msg.to - msg.from;
+        term.write("\r\n\x1b[33m[kdevweb: log bytes " + msg.from + "–" + msg.to +
+                   " could not be fetched now; they are in the log download]\x1b[0m\r\n");
+        next = Math.max(next, msg.to);
+      }
+    };
+    ws.onclose = (ev) => {
+      if (ev.code === 4403) { set("queue", "(closed: you no longer have access to this build)"); return; }
+      if (finished) return;  // every byte and the final status arrived
+      set("queue", "(live updates disconnected; reconnecting…)");
+      window.kdevwebLog.reconnects++;
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 10000);
+    };
+  }
+  connect();
 })();
