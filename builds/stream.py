@@ -26,13 +26,13 @@ import logging
 import os
 import threading
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
 from guests.runtime import offsetstream
+from kdevweb.wsstream import sync_redis
 
 from . import logstore
 
@@ -54,20 +54,10 @@ def keys(build_id: int) -> offsetstream.StreamKeys:
     return offsetstream.build_keys(build_id)
 
 
-@lru_cache(maxsize=1)
-def _sync_redis() -> Any:
-    import redis
-
-    # Short timeouts: a status publish from a request or the worker must
-    # never hang on a Redis that is down.
-    return redis.Redis.from_url(settings.REDIS_URL, password=settings.REDIS_PASSWORD,
-                                socket_timeout=2, socket_connect_timeout=2)
-
-
 def publish_status(build_id: int) -> None:
     """Tell readers the build row changed (best effort: pages also poll the row)."""
     try:
-        offsetstream.add_event_sync(_sync_redis(), keys(build_id), {"type": "status"}, maxlen=100,
+        offsetstream.add_event_sync(sync_redis(), keys(build_id), {"type": "status"}, maxlen=100,
                                     expire=KEEP_AFTER_END)
     except Exception as exc:  # noqa: BLE001 - Redis down: pages fall back to the stored state
         log.warning("status publish for build %s failed: %s", build_id, exc)

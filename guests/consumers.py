@@ -4,25 +4,35 @@ Same pattern as the build stream (builds/consumers.py): the Origin is
 checked by kdevweb/wsorigin.py before this runs, the user is authorised
 before accept() (refused handshake otherwise), membership is re-checked
 every ACCESS_RECHECK seconds (closed with 4403 once removed), database
-access goes through database_sync_to_async. Messages are full states, and
-a snapshot goes out on connect and whenever the periodic re-read finds a
-change, so a message the channel layer dropped (or a Redis restart) can
-only delay an update, never leave a stale state.
+access goes through database_sync_to_async. Changes arrive as events on the
+lab's offset stream (guests/guest_stream.py), which the consumer XREAD
+BLOCKs on. Messages are full states, and a snapshot goes out on connect,
+on each event and whenever the periodic re-read finds a change, so an event
+lost while Redis was down can only delay an update, never leave a stale
+state.
 """
 
 import asyncio
+import logging
+import os
 
 from channels.db import database_sync_to_async
 
 from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_FORBIDDEN, LiveJsonConsumer
+from kdevweb.wsstream import NO_CHANNEL_LAYER, redis_for_loop
 
 from .access import lab_role
-from .guest_stream import group_name
+from .guest_stream import keys as stream_keys
 from .models import Lab
 from .selectors import guest_summary
+from .runtime import offsetstream
 from .vm_models import Guest
 
-RESNAPSHOT = 2.0
+log = logging.getLogger(__name__)
+
+# Seconds between safety re-reads of the rows (an environment knob so a
+# test can tell an event-driven update from a re-read).
+RESNAPSHOT = float(os.environ.get("KDEVWEB_GUESTS_RESNAPSHOT") or 2.0)
 
 
 @database_sync_to_async
@@ -43,6 +53,8 @@ def _summaries(lab_id: int, guest_id: int | None) -> list[dict]:
 
 
 class GuestsConsumer(LiveJsonConsumer):
+    channel_layer_alias = NO_CHANNEL_LAYER  # events come from the lab's offset stream
+
     async def connect(self):
         lab = await _allowed_lab(self.scope["user"], self.scope["url_route"]["kwargs"]["lab_slug"])
         if lab is None:
@@ -52,38 +64,50 @@ class GuestsConsumer(LiveJsonConsumer):
             "ascii", "replace").split("&") if "=" in part)
         self.guest_id = int(query["guest"]) if query.get("guest", "").isdigit() else None
         self.lab = lab
-        self.group = group_name(lab.pk)
         self.last: dict[int, dict] = {}
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.lock = asyncio.Lock()  # the event listener and the re-read both snapshot
+        # Positioned before the first snapshot: no change falls between the two.
+        self.reader = offsetstream.StreamReader(redis_for_loop(), stream_keys(lab.pk))
+        try:
+            await self.reader.start()
+        except Exception as exc:  # noqa: BLE001 - Redis down: the periodic re-read still runs
+            log.warning("guest events of lab %s: %s", lab.pk, exc)
         await self.accept()
         await self._snapshot(force=True)
-        self.watcher = asyncio.create_task(self._watch())
+        self.tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._listen())]
 
     async def disconnect(self, code):
-        if getattr(self, "group", None):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-        task = getattr(self, "watcher", None)
-        if task is not None:
+        for task in getattr(self, "tasks", []):
             task.cancel()
 
     async def _snapshot(self, force: bool = False) -> None:
-        summaries = await _summaries(self.lab.pk, self.guest_id)
-        current = {s["id"]: s for s in summaries}
-        for gone in set(self.last) - set(current):
-            await self.send_json({"type": "deleted", "id": gone})
-        if force or current != self.last:
-            await self.send_json({"type": "snapshot", "guests": summaries})
-        self.last = current
+        async with self.lock:
+            summaries = await _summaries(self.lab.pk, self.guest_id)
+            current = {s["id"]: s for s in summaries}
+            for gone in set(self.last) - set(current):
+                await self.send_json({"type": "deleted", "id": gone})
+            if force or current != self.last:
+                await self.send_json({"type": "snapshot", "guests": summaries})
+            self.last = current
 
-    async def guest_changed(self, event):
-        guest_id = event.get("guest")
-        if self.guest_id is not None and guest_id != self.guest_id:
-            return
-        await self._snapshot()
+    async def _listen(self):
+        """Re-read on each event about a guest this page shows."""
+        try:
+            while True:
+                try:
+                    events = await self.reader.read_events(block_ms=5000)
+                except Exception as exc:  # noqa: BLE001 - Redis restarting: retry; _watch re-reads meanwhile
+                    log.warning("guest events of lab %s: %s", self.lab.pk, exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                if any(self.guest_id is None or e.get("guest") == str(self.guest_id) for e in events):
+                    await self._snapshot()
+        except asyncio.CancelledError:
+            pass
 
     async def _watch(self):
-        """Membership re-check every ACCESS_RECHECK s; a fresh read every RESNAPSHOT s
-        (a Redis restart drops group memberships, so rejoin too)."""
+        """Membership re-check every ACCESS_RECHECK s; a fresh read every
+        RESNAPSHOT s (events lost while Redis was down)."""
         ticks = 0
         try:
             while True:
@@ -94,10 +118,6 @@ class GuestsConsumer(LiveJsonConsumer):
                 ticks += 1
                 if ticks * ACCESS_RECHECK >= RESNAPSHOT:
                     ticks = 0
-                    try:
-                        await self.channel_layer.group_add(self.group, self.channel_name)
-                    except Exception:
-                        pass  # Redis down: the database re-read still updates the page
                     await self._snapshot()
         except asyncio.CancelledError:
             pass

@@ -1,4 +1,5 @@
-"""An offset stream to a websocket page, under acknowledgement flow control.
+"""An offset stream to a websocket page, under acknowledgement flow control
+(and the Redis clients of the offset streams' web-side users).
 
 Shared by the console consumer (guests/console_consumer.py) and the build
 log consumer (builds/consumers.py); the stream itself is
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -46,6 +48,16 @@ def redis_for_loop() -> Any:
                                               socket_timeout=None)
         _clients[id(loop)] = client
     return client
+
+
+@lru_cache(maxsize=1)
+def sync_redis() -> Any:
+    """A synchronous client for publishers in threads and requests (status
+    events, guest changes); short timeouts, as a publish must never hang."""
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL, password=settings.REDIS_PASSWORD,
+                                socket_timeout=2, socket_connect_timeout=2)
 
 
 def parse_control(text: str | None) -> dict | None:

@@ -1,0 +1,115 @@
+"""The offset stream's pieces with a real Redis: text cut at line
+boundaries, a reader filled from a local store when the producer is gone,
+a reader that never reads far past what the page has room for, and the
+guest pages' event stream driving updates (not the periodic re-read)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+
+import pytest
+import redis.asyncio
+from django.conf import settings
+from websockets.sync.client import connect
+
+from guests.runtime import offsetstream
+
+
+def test_split_lines_cuts_after_newlines_and_keeps_long_lines_whole():
+    data = b"".join(b"x" * (i % 50) + b"\n" for i in range(5000))
+    pieces = offsetstream.split_lines(100, data, size=1000)
+    assert b"".join(p for _, p in pieces) == data
+    assert all(p.endswith(b"\n") and len(p) <= 1000 for _, p in pieces)
+    assert [o for o, _ in pieces] == [100 + sum(len(p) for _, p in pieces[:i]) for i in range(len(pieces))]
+    long = b"a" * 3000 + b"\nb\n"
+    assert [p for _, p in offsetstream.split_lines(0, long, size=1000)] == [b"a" * 3000 + b"\n", b"b\n"]
+
+
+def _client():
+    return redis.asyncio.Redis.from_url(settings.REDIS_URL, password=settings.REDIS_PASSWORD, socket_timeout=None)
+
+
+def test_reader_fills_from_local_when_redis_has_only_the_tail():
+    async def run():
+        client = _client()
+        keys = offsetstream.StreamKeys("test", secrets.token_hex(6))
+        data = b"".join(b"line %d\n" % i for i in range(20000))
+        chunks = offsetstream.split_lines(0, data, size=4096)
+        await offsetstream.publish(client, keys, chunks, window=8192)  # Redis keeps ~8 KB
+        calls = []
+
+        async def local(start, end):
+            calls.append((start, end))
+            return offsetstream.line_cut(data[start:end], complete=end - start <= len(data) - start)
+
+        reader = offsetstream.StreamReader(client, keys, 0, local=local, range_timeout=0.2)
+        got = bytearray()
+        while len(got) < len(data):
+            out, _ = await reader.read(block_ms=None, max_bytes=100_000)
+            for offset, piece in out:
+                assert offset == len(got)
+                got += piece
+        assert bytes(got) == data and reader.from_local > 0 and reader.backfilled == 0
+        # The page's room bounds every local read (at least a chunk).
+        assert max(end - start for start, end in calls) <= 100_000
+        await client.delete(keys.out)
+        await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_reader_without_local_or_producer_reports_a_gap():
+    async def run():
+        client = _client()
+        keys = offsetstream.StreamKeys("test", secrets.token_hex(6))
+        await offsetstream.publish(client, keys, [(1000, b"late\n")])
+        reader = offsetstream.StreamReader(client, keys, 0, range_timeout=0.2)
+        with pytest.raises(offsetstream.Gap) as gap:
+            await reader.read(block_ms=None)
+        assert (gap.value.start, gap.value.end) == (0, 1000)
+        await client.delete(keys.out)
+        await client.aclose()
+
+    asyncio.run(run())
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_guest_events_drive_the_guest_pages(client_for, users, lab, tmp_path):
+    """With the periodic re-read pushed to a minute, an update that arrives
+    within a second came through the lab's event stream."""
+    from guests.guest_stream import publish
+    from guests.vm_models import Guest
+    from tests.guest_helpers import cleanup, fake_build, fake_out_path, make_host, short_dir
+    from tests.procs import start_daphne
+    from tests.test_builds import make_config
+
+    base = short_dir()
+    proc, port = start_daphne(tmp_path / "daphne.log", KDEVWEB_GUESTS_RESNAPSHOT="60")
+    try:
+        from guests import guest_services
+
+        config = make_config(lab, users["operator"])
+        host = make_host("events", base, roots=[str(base)])
+        build = fake_build(lab, config.latest, users["operator"], fake_out_path(base / "out"))
+        guest = guest_services.guest_create(lab=lab, build=build, name="ev", host=host,
+                                            kernel=host.kernels.first(), memory_mib=256, vcpus=1,
+                                            user=users["operator"])
+        cookie = f"sessionid={client_for(users['viewer']).cookies['sessionid'].value}"
+        with connect(f"ws://127.0.0.1:{port}/ws/labs/{lab.slug}/guests/?guest={guest.pk}", open_timeout=10,
+                     additional_headers={"Origin": f"http://127.0.0.1:{port}", "Cookie": cookie}) as ws:
+            assert json.loads(ws.recv(timeout=10))["type"] == "snapshot"
+            for state in ("running", "crashed"):
+                Guest.objects.filter(pk=guest.pk).update(state=state)
+                sent = time.monotonic()
+                publish(lab.pk, guest.pk)
+                update = json.loads(ws.recv(timeout=5))
+                assert update["guests"][0]["state"] == state
+                assert time.monotonic() - sent < 1.0
+        assert "Traceback" not in proc.output()
+    finally:
+        proc.stop()
+        cleanup(base)
