@@ -55,6 +55,7 @@ PRESENCE_STALE = 5.0  # a presence entry not refreshed for this long is a dead c
 ANSWERER_LEASE_MS = 3000
 AUDIT_FLUSH = 1.0
 MAX_INPUT_FRAME = 64 * 1024
+TYPED_EVERY = 1.0
 
 _clients: dict[int, object] = {}
 
@@ -117,6 +118,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         start = query.get("from", "")
         self.acked = self.sent = int(start) if start.isdigit() else -1
         self.ack_event = asyncio.Event()
+        self.typed_at = 0.0
         self.audit: list[ConsoleInput] = []
         self.tasks: list[asyncio.Task] = []
         await self.accept()
@@ -214,13 +216,20 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             data = strip_replies(data)
         if not data:
             return
-        now = time.time()
-        pipe = self.redis.pipeline(transaction=False)
+        # Awaited before the next frame is read: keystrokes reach :in in order.
         # Bounded: the relay keeps up with any typist; this only caps a stuck relay.
-        pipe.xadd(self.keys.input, {"d": data, "u": self.user.get_username(), "c": self.conn_id},
-                  maxlen=10000, approximate=True)
-        pipe.set(self.keys.typed, json.dumps({"user": self.user.get_username(), "at": now}))
-        await pipe.execute()
+        entry = {"d": data, "u": self.user.get_username(), "c": self.conn_id}
+        now = time.time()
+        if now - self.typed_at < TYPED_EVERY:
+            await self.redis.xadd(self.keys.input, entry, maxlen=10000, approximate=True)
+        else:
+            # "Who typed last" for the presence list: at most once a second,
+            # in the keystroke's own round trip.
+            self.typed_at = now
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xadd(self.keys.input, entry, maxlen=10000, approximate=True)
+            pipe.set(self.keys.typed, json.dumps({"user": self.user.get_username(), "at": now}))
+            await pipe.execute()
         self._record(data, refused=False)
 
     async def _claim_answerer(self) -> None:

@@ -2,14 +2,24 @@
 ``server=on,wait=off,logfile=``: one client at a time, every byte the
 "guest" writes goes to the log file, and to the client only while one is
 connected. Optionally echoes input like a tty in cooked mode. Used by the
-relay tests and bench/console_throughput.py.
+relay tests and the console benches; ``python -m tests.fakechardev`` runs
+one as a process of its own (as QEMU is), for bench/console_latency.py.
+
+Like QEMU (chardev/char.c ``qemu_chr_write_buffer``), a byte goes to the
+client first and to the log just after, so a relay can see a byte on the
+socket that the log does not have yet.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import signal
 import socket
+import sys
 import threading
+import time
 from pathlib import Path
 
 
@@ -22,6 +32,8 @@ class FakeChardev:
         self.lock = threading.Lock()
         self.client: socket.socket | None = None
         self.connected = threading.Event()
+        # (received, echoed) perf_counter pairs, for the latency bench's breakdown.
+        self.stamps: list[tuple[float, float]] | None = None
         self._start()
 
     def _start(self) -> None:
@@ -51,10 +63,13 @@ class FakeChardev:
                     data = b""
                 if not data:
                     break
+                got = time.perf_counter()
                 with self.lock:
                     self.received += data
                 if self.echo:
                     self.emit(data)
+                if self.stamps is not None:
+                    self.stamps.append((got, time.perf_counter()))
             with self.lock:
                 self.client = None
             self.connected.clear()
@@ -63,14 +78,14 @@ class FakeChardev:
     def emit(self, data: bytes) -> None:
         """The guest writes ``data``: to the log always, to the client if any."""
         with self.lock:
-            if self._log is not None:
-                self._log.write(data)
-                self._log.flush()
             if self.client is not None:
                 try:
                     self.client.sendall(data)
                 except OSError:
                     pass
+            if self._log is not None:
+                self._log.write(data)
+                self._log.flush()
 
     def wait_client(self, timeout: float = 10.0) -> None:
         if not self.connected.wait(timeout):
@@ -103,3 +118,36 @@ class FakeChardev:
         if self.logfile is not None:
             os.unlink(self.logfile)
         self._start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve one fake chardev until SIGTERM; with --flood, the guest writes
+    64 KB of random bytes as fast as the client takes them; with --stamps,
+    (received, echoed) times go to that file as JSON at exit."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--socket", required=True, type=Path)
+    parser.add_argument("--log", type=Path)
+    parser.add_argument("--no-echo", action="store_true")
+    parser.add_argument("--flood", action="store_true")
+    parser.add_argument("--stamps", type=Path)
+    args = parser.parse_args(argv)
+    dev = FakeChardev(args.socket, args.log, echo=not args.no_echo)
+    if args.stamps:
+        dev.stamps = []
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    print("ready", flush=True)
+    chunk = os.urandom(65536)
+    while not done.is_set():
+        if args.flood and dev.client is not None:
+            dev.emit(chunk)
+        else:
+            done.wait(0.1)
+    if args.stamps:
+        args.stamps.write_text(json.dumps(dev.stamps))
+    dev.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -320,3 +320,35 @@ def test_retention_deletes_old_ended_boots_only(tmp_path):
     assert [b.boot for b in transcript.boots(tmp_path)] == [2, 3, 4]
     assert not (tmp_path / "boot-000001.log.gz").exists()
     assert transcript.read_range(tmp_path, 10, 40) == b"b" * 10 + b"c" * 10 + b"d" * 10
+
+
+@pytest.mark.parametrize("inotify", [True, False])
+def test_a_byte_logged_after_its_socket_wakeup_arrives_at_once(tmp_path, monkeypatch, inotify):
+    """QEMU writes the log just after the socket, so the socket's wake-up
+    usually finds the log without the byte: the log's inotify watch must
+    bring it at once (the safety-net look is LOG_LOOK = 1 s away); without
+    inotify the relay polls briefly after the socket had bytes."""
+    from guests.runtime import logwatch, relay as relay_module
+
+    if not inotify:
+        monkeypatch.setattr(logwatch, "_LIBC", None)
+    assert relay_module.LOG_LOOK >= 1.0
+    h = Harness(tmp_path)
+
+    async def main():
+        redis = redis_client(settings.REDIS_URL)
+        relay = h.relay(redis)
+        task = asyncio.create_task(relay.run())
+        await asyncio.to_thread(h.chardev.wait_client)
+        slow = 0
+        for i in range(20):
+            t = time.monotonic()
+            await h.emit(b"k")
+            await _until(lambda: relay.transcript.offset == i + 1, what=f"byte {i}")
+            slow += time.monotonic() - t > 0.5
+        assert slow <= 2, f"{slow} of 20 bytes waited for the periodic look"
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await redis.aclose()
+
+    run(main())

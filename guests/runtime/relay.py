@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from guests.runtime import offsetstream
+from guests.runtime import logwatch, offsetstream
 from guests.runtime.offsetstream import StreamKeys
 from guests.runtime.transcript import TranscriptWriter, read_range
 
@@ -56,6 +56,10 @@ STALE_INPUT = 10.0
 # past it the relay stops buffering (readers fill the gap from disk).
 MAX_PENDING = 16 * 1024 * 1024
 HEARTBEAT = 1.0
+# How often the log is read with nothing waking us: a safety net with an
+# inotify watch, the latency of a byte logged after its socket wake-up without.
+LOG_LOOK = 1.0
+LOG_POLL = 0.05
 
 
 @dataclass
@@ -214,31 +218,48 @@ class ConsoleRelay:
             while data := await reader.read(offsetstream.CHUNK):
                 self._output(data)
             return
-        # One read outstanding across timeouts (not asyncio.wait_for, which
-        # in Python 3.11 can swallow a cancellation that races a result).
-        read: asyncio.Task | None = None
+        # The log is the source; what wakes us to read it: inotify on the log
+        # (QEMU's write to it), the socket's bytes (QEMU wrote them just
+        # before the log), and a periodic look as a safety net.
+        wake = asyncio.Event()
+        socket_ahead = False  # the socket had bytes since the log last gave any
+
+        async def drain_socket() -> None:
+            # Read the socket so QEMU never waits on us; its bytes are the log's.
+            nonlocal socket_ahead
+            try:
+                while await reader.read(offsetstream.CHUNK):
+                    socket_ahead = True
+                    wake.set()
+            finally:
+                wake.set()
+
+        loop = asyncio.get_running_loop()
+        watch = logwatch.watch(self.logfile, wake.set) if self.logfile is not None else None
+        drainer = asyncio.ensure_future(drain_socket())
         try:
             while True:
-                if read is None:
-                    read = asyncio.ensure_future(reader.read(offsetstream.CHUNK))
-                # A periodic look at the log too: a byte QEMU logged after
-                # the wake-up we already handled is picked up within 50 ms.
-                done, _ = await asyncio.wait({read}, timeout=0.05)
-                data = None
-                if done:
-                    data, read = read.result(), None
-                    if data == b"":
-                        return
-                got = self._follow_log(log_fh)
-                # QEMU writes the log just after the socket: give it a moment.
-                for delay in (0.0005, 0.002):
-                    if got or data is None:
-                        break
-                    await asyncio.sleep(delay)
-                    got = self._follow_log(log_fh)
+                # After the watch exists: a write before it is read here, one after it wakes us.
+                if self._follow_log(log_fh):
+                    socket_ahead = False
+                elif socket_ahead and watch is None:
+                    # No inotify: QEMU writes the log just after the socket, give it a moment.
+                    for delay in (0.0005, 0.002):
+                        await asyncio.sleep(delay)
+                        if self._follow_log(log_fh):
+                            socket_ahead = False
+                            break
+                if drainer.done():
+                    drainer.result()  # EOF returns; a socket error raises to the caller
+                    return
+                timer = loop.call_later(LOG_LOOK if watch is not None else LOG_POLL, wake.set)
+                await wake.wait()
+                timer.cancel()
+                wake.clear()
         finally:
-            if read is not None:
-                read.cancel()
+            drainer.cancel()
+            if watch is not None:
+                watch.close()
 
     def _output(self, data: bytes) -> None:
         offset = self.transcript.append(data)
@@ -299,14 +320,21 @@ class ConsoleRelay:
         # queued during a relay restart is neither lost nor typed twice.
         position_key = self.keys.input + ":pos"
         last = (await self.redis.get(position_key) or b"0-0").decode()
+        saved = last
         while True:
-            got = await self.redis.xread({self.keys.input: last}, count=100, block=1000)
+            # The position is saved once per batch, in the same round trip as
+            # the next XREAD (a keystroke costs no extra one): a relay killed
+            # mid-batch types at most that batch twice.
+            pipe = self.redis.pipeline(transaction=False)
+            if last != saved:
+                pipe.set(position_key, last)
+                saved = last
+            pipe.xread({self.keys.input: last}, count=100, block=1000)
+            got = (await pipe.execute())[-1]
             for _stream, entries in got or []:
                 for eid, fields in entries:
                     last = eid.decode()
                     await self._type(last, fields)
-                # Once per batch: a relay killed mid-batch types at most that batch twice.
-                await self.redis.set(position_key, last)
 
     async def _type(self, eid: str, fields: dict) -> None:
         data = fields.get(b"d", b"")
