@@ -35,10 +35,11 @@ from contextlib import suppress
 from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.conf import settings
 from django.utils import timezone
 
 from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_BAD_FRAME, CLOSE_FORBIDDEN
+# Pull/ack flow control shared with the build log (one place for both).
+from kdevweb.wsstream import HIGH_WATER, Flow, Pump, redis_for_loop  # noqa: F401 - HIGH_WATER: tests
 
 from .access import lab_role, role_at_least
 from .console_models import ConsoleInput
@@ -50,27 +51,11 @@ from .vm_models import Guest
 log = logging.getLogger("kdevweb.console")
 
 CONSOLES = ("ttyS0", "hvc0")
-HIGH_WATER = 1 << 20  # unacknowledged bytes per page before we stop pulling
 PRESENCE_STALE = 5.0  # a presence entry not refreshed for this long is a dead connection
 ANSWERER_LEASE_MS = 3000
 AUDIT_FLUSH = 1.0
 MAX_INPUT_FRAME = 64 * 1024
 TYPED_EVERY = 1.0
-
-_clients: dict[int, object] = {}
-
-
-def redis_for_loop():
-    """One redis.asyncio client (connection pool) per event loop of this process."""
-    import redis.asyncio
-
-    loop = asyncio.get_running_loop()
-    client = _clients.get(id(loop))
-    if client is None:
-        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, password=settings.REDIS_PASSWORD,
-                                              socket_timeout=None)
-        _clients[id(loop)] = client
-    return client
 
 
 @database_sync_to_async
@@ -117,7 +102,6 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             "ascii", "replace").split("&") if "=" in part)
         start = query.get("from", "")
         self.acked = self.sent = int(start) if start.isdigit() else -1
-        self.ack_event = asyncio.Event()
         self.typed_at = 0.0
         self.audit: list[ConsoleInput] = []
         self.tasks: list[asyncio.Task] = []
@@ -134,6 +118,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         self.answerer = False
         await self._claim_answerer()
         await self._presence_update()
+        self.flow = Flow(self.sent)
         self.tasks = [asyncio.create_task(self._pump()), asyncio.create_task(self._watch())]
 
     @property
@@ -154,27 +139,21 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     # -- output ------------------------------------------------------------------------
 
     async def _pump(self):
-        reader = offsetstream.StreamReader(self.redis, self.keys, self.sent)
+        reader = offsetstream.StreamReader(self.redis, self.keys, self.flow.sent)
         await reader.start()
+
+        async def send(offset: int, piece: bytes, _stamp: float | None) -> None:
+            await self.send(bytes_data=offset.to_bytes(8, "big") + piece)
+
+        async def events(events: list[dict]) -> None:
+            for event in events:
+                await self._send_json({"type": "event", "event": event})
+
+        async def gap(gap: offsetstream.Gap) -> None:
+            await self._send_json({"type": "skipped", "from": gap.start, "to": gap.end})
+
         try:
-            while True:
-                while self.sent - self.acked >= HIGH_WATER:
-                    self.ack_event.clear()
-                    await self.ack_event.wait()
-                try:
-                    chunks, events = await reader.read(block_ms=1000, max_bytes=HIGH_WATER - (self.sent - self.acked))
-                except offsetstream.Gap as gap:
-                    await self._send_json({"type": "skipped", "from": gap.start, "to": gap.end})
-                    reader.skip_to(gap.end)
-                    self.sent = gap.end
-                    continue
-                for start, data in chunks:
-                    # Range fills come in MBs; frames stay at CHUNK (daphne's limit is 1 MB).
-                    for offset, piece in offsetstream.split(start, data):
-                        await self.send(bytes_data=offset.to_bytes(8, "big") + piece)
-                        self.sent = offset + len(piece)
-                for event in events:
-                    await self._send_json({"type": "event", "event": event})
+            await Pump(reader, self.flow, send=send, on_events=events, on_gap=gap).run()
         except (asyncio.CancelledError, Disconnected):
             pass
         except Exception:  # noqa: BLE001 - Redis gone: tell the page, it reconnects and resumes
@@ -194,9 +173,8 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         except (TypeError, ValueError, KeyError):
             await self.close(code=CLOSE_BAD_FRAME)
             return
-        if kind == "ack" and isinstance(message.get("offset"), int):
-            self.acked = max(self.acked, min(message["offset"], self.sent))
-            self.ack_event.set()
+        if kind == "ack" and self.flow.ack(message.get("offset")):
+            pass
         elif kind != "ping":
             await self.close(code=CLOSE_BAD_FRAME)
 
