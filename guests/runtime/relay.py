@@ -1,9 +1,9 @@
-"""The console relay: the one client of a guest console's chardev socket.
+"""The console relay: the one client of a guest console.
 
-QEMU's socket chardev serves one client, and output while none is attached
-reaches only its ``logfile=``. So one relay per console (started by the
-host agent, next to the guest's processes) holds the connection for the
-guest's whole life and:
+A guest console serves one client (QEMU's socket chardev, libvirt's
+console stream), and output while none is attached reaches only its log.
+So one relay per console (run by ``manage.py consolerelay`` on the guest's
+host) holds the connection for the guest's whole life and:
 
 * appends every byte to the transcript (:mod:`.transcript`, one file per
   boot, console offsets that continue across boots);
@@ -16,12 +16,15 @@ guest's whole life and:
   (queued while no relay ran) or that cannot be written is reported on the
   event stream instead.
 
-It reconnects when the socket goes away (QEMU restarted, guest rebooted
-with ``-no-reboot``). A boot is one QEMU instance, identified by the
-socket's inode: a restarted relay resumes the open boot if QEMU is the
-same one, else it ends that boot (compressed) and begins another. Given
-QEMU's ``logfile=`` it takes the output from there (exact across relay
-restarts; see :meth:`ConsoleRelay._open_logfile`), else from the socket.
+Where the connection comes from is a *source* (:mod:`.relaysource`: a
+QEMU chardev socket, or a libvirt console stream in
+:mod:`.libvirt_console`). It reconnects when the connection goes away
+(QEMU restarted, domain stopped). A boot is one guest instance, named by
+the source (socket inode; libvirt domain id and UUID): a restarted relay
+resumes the open boot if the instance is the same one, else it ends that
+boot (compressed) and begins another. Given the source's log it takes the
+output from there (exact across relay restarts; see
+:meth:`ConsoleRelay._open_log`), else from the connection.
 
 Who may type and which terminal answers queries is decided by the web
 side (it knows the users); the relay writes what reaches the input stream.
@@ -39,12 +42,15 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from guests.runtime import logwatch, offsetstream
+from guests.runtime import offsetstream
+from guests.runtime.logfollow import LogFollower
 from guests.runtime.offsetstream import StreamKeys
+from guests.runtime.relaysource import ChardevSource, Connection, ConsoleSource
 from guests.runtime.transcript import TranscriptWriter, read_range
 
 log = logging.getLogger(__name__)
@@ -73,11 +79,15 @@ class RelayStats:
 
 
 class ConsoleRelay:
-    def __init__(self, *, socket_path: Path, transcript_dir: Path, redis: Any, keys: StreamKeys,
+    def __init__(self, *, transcript_dir: Path, redis: Any, keys: StreamKeys,
+                 source: ConsoleSource | None = None, socket_path: Path | None = None,
                  logfile: Path | None = None, window: int = offsetstream.WINDOW,
                  reconnect_interval: float = 0.2, keep_seconds: float | None = None) -> None:
-        self.socket_path = Path(socket_path)
-        self.logfile = logfile
+        if source is None:
+            if socket_path is None:
+                raise ValueError("a relay needs a source (or a chardev socket_path)")
+            source = ChardevSource(socket_path, logfile)
+        self.source = source
         self.redis = redis
         self.keys = keys
         self.window = window
@@ -86,7 +96,7 @@ class ConsoleRelay:
         self._last_prune = 0.0
         self.transcript = TranscriptWriter(transcript_dir)
         self.stats = RelayStats()
-        self._writer: asyncio.StreamWriter | None = None
+        self._conn: Connection | None = None
         self._connected = asyncio.Event()
         self._pending: list[tuple[int, bytes]] = []
         self._pending_bytes = 0
@@ -112,7 +122,7 @@ class ConsoleRelay:
             self._flush_final()
             self.transcript.close()
 
-    async def _forever(self, loop) -> None:
+    async def _forever(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run ``loop()``; restart it a second after an error (Redis restarting,
         say): the guest's console must not lose its relay over it."""
         while True:
@@ -129,20 +139,21 @@ class ConsoleRelay:
     def stop(self) -> None:
         self._stopping = True
         self._connected.clear()
-        if self._writer is not None:
-            self._writer.close()
+        if self._conn is not None:
+            self._conn.close()
 
     # -- output ------------------------------------------------------------------------
 
-    def _boot_key(self) -> str:
-        st = os.stat(self.socket_path)
-        return f"{st.st_ino}:{st.st_ctime_ns}"
-
     async def _attach_loop(self) -> None:
+        try:
+            await self._attach_forever()
+        finally:
+            self.source.close()
+
+    async def _attach_forever(self) -> None:
         while not self._stopping:
             try:
-                key = self._boot_key()
-                reader, writer = await asyncio.open_unix_connection(str(self.socket_path), limit=1 << 20)
+                conn = await self.source.connect()
             except OSError:
                 # Back off to 1 s while the guest is stopped: a host has many idle consoles.
                 await asyncio.sleep(min(1.0, self.reconnect_interval * (1 + self._failed_connects)))
@@ -150,116 +161,111 @@ class ConsoleRelay:
                 continue
             self._failed_connects = 0
             self.stats.connects += 1
-            boot, resumed = self.transcript.begin(key)
-            log_fh = self._open_logfile(boot.start)
-            self._writer = writer
+            boot, resumed = self.transcript.begin(conn.key)
+            follower = self._open_log(boot.start, conn.key)
+            self._conn = conn
             self._connected.set()
             try:
                 await self._event("boot", boot=boot.boot, offset=boot.start, resumed=int(resumed))
-                await self._pump(reader, log_fh)
+                if follower is not None and follower.lost:
+                    await self._event("log-gap", bytes=follower.lost)
+                await self._pump(conn, follower)
             except (ConnectionError, OSError):
                 pass
             finally:
                 self._connected.clear()
-                self._writer = None
-                writer.close()
-                if log_fh is not None:
-                    if self._log_is_ours(log_fh, key):
-                        self._follow_log(log_fh)  # what QEMU logged just before it closed
-                    log_fh.close()
+                self._conn = None
+                conn.close()
+                if follower is not None:
+                    if await self._log_is_ours(follower, conn.key):
+                        # What the guest logged just before it went away.
+                        await self.source.settle()
+                        self._follow_log(follower)
+                    follower.close()
             if self._stopping:
                 return
-            # EOF: QEMU closed the console, i.e. it is exiting. The boot ends
-            # here; a new QEMU (a new socket) begins the next one.
+            # EOF: the instance closed the console, i.e. it is exiting. The
+            # boot ends here; a new instance begins the next one.
             ended = self.transcript.end()
             if ended is not None:
                 await self._event("boot-ended", boot=ended.boot, offset=ended.end)
             await asyncio.sleep(self.reconnect_interval)
 
-    def _open_logfile(self, boot_start: int):
-        """QEMU's ``logfile=`` for this chardev, positioned after the bytes
-        the transcript has of this boot; None without one.
+    def _open_log(self, boot_start: int, key: str) -> LogFollower | None:
+        """The source's log, positioned after the bytes the transcript has
+        of this boot; None without one.
 
-        With a log file the log is the source of the output and the socket
-        only a wake-up: QEMU writes every byte to the log, client or not
-        (truncating it when it starts), in the order it sends them. So a
+        With a log the log is the source of the output and the connection
+        only a wake-up: every byte reaches the log, client or not (a new
+        instance truncates it), in the order the guest wrote them. So a
         relay that attaches late or restarts while the guest runs copies
-        exactly what it missed, and no byte is taken twice from the log
-        and the socket.
+        exactly what it missed, and no byte is taken twice.
         """
-        if self.logfile is None:
+        if self.source.logfile is None:
             return None
-        try:
-            fh = open(self.logfile, "rb")
-        except OSError:
+        follower = LogFollower(self.source.logfile, rotates=self.source.log_rotates,
+                               state_file=self.transcript.directory / "log-position.json")
+        if not follower.open(key, self.transcript.offset - boot_start):
             return None
-        fh.seek(self.transcript.offset - boot_start)
-        self._follow_log(fh)
-        return fh
+        self._follow_log(follower)
+        return follower
 
-    def _log_is_ours(self, fh, key: str) -> bool:
-        """Whether ``fh`` still holds this QEMU's log: a new QEMU truncates
-        a log file it finds (no ``logappend``) unless the starter removed it."""
-        try:
-            replaced = os.stat(self.logfile).st_ino != os.fstat(fh.fileno()).st_ino
-            same_qemu = self._boot_key() == key
-        except OSError:
-            return True  # the path is gone: our descriptor still has the old file
-        return replaced or same_qemu
+    async def _log_is_ours(self, follower: LogFollower, key: str) -> bool:
+        """Whether the log still holds this instance's bytes: a new instance
+        truncates a log it finds unless the starter removed it first."""
+        return follower.replaced() or await self.source.instance_key() == key
 
-    def _follow_log(self, fh) -> int:
-        data = fh.read()
+    def _follow_log(self, follower: LogFollower) -> int:
+        data = follower.read()
         if data:
             self._output(data)
         return len(data)
 
-    async def _pump(self, reader: asyncio.StreamReader, log_fh) -> None:
-        if log_fh is None:
-            while data := await reader.read(offsetstream.CHUNK):
+    async def _pump(self, conn: Connection, follower: LogFollower | None) -> None:
+        if follower is None:
+            while data := await conn.read():
                 self._output(data)
             return
         # The log is the source; what wakes us to read it: inotify on the log
-        # (QEMU's write to it), the socket's bytes (QEMU wrote them just
+        # (the guest's write to it), the connection's bytes (written just
         # before the log), and a periodic look as a safety net.
         wake = asyncio.Event()
-        socket_ahead = False  # the socket had bytes since the log last gave any
+        conn_ahead = False  # the connection had bytes since the log last gave any
 
-        async def drain_socket() -> None:
-            # Read the socket so QEMU never waits on us; its bytes are the log's.
-            nonlocal socket_ahead
+        async def drain() -> None:
+            # Read the connection so the guest never waits on us; its bytes are the log's.
+            nonlocal conn_ahead
             try:
-                while await reader.read(offsetstream.CHUNK):
-                    socket_ahead = True
+                while await conn.read():
+                    conn_ahead = True
                     wake.set()
             finally:
                 wake.set()
 
         loop = asyncio.get_running_loop()
-        watch = logwatch.watch(self.logfile, wake.set) if self.logfile is not None else None
-        drainer = asyncio.ensure_future(drain_socket())
+        watched = follower.watch(wake.set)
+        drainer = asyncio.ensure_future(drain())
         try:
             while True:
                 # After the watch exists: a write before it is read here, one after it wakes us.
-                if self._follow_log(log_fh):
-                    socket_ahead = False
-                elif socket_ahead and watch is None:
-                    # No inotify: QEMU writes the log just after the socket, give it a moment.
+                if self._follow_log(follower):
+                    conn_ahead = False
+                elif conn_ahead and not watched:
+                    # No inotify: the log is written just after the connection, give it a moment.
                     for delay in (0.0005, 0.002):
                         await asyncio.sleep(delay)
-                        if self._follow_log(log_fh):
-                            socket_ahead = False
+                        if self._follow_log(follower):
+                            conn_ahead = False
                             break
                 if drainer.done():
-                    drainer.result()  # EOF returns; a socket error raises to the caller
+                    drainer.result()  # EOF returns; a connection error raises to the caller
                     return
-                timer = loop.call_later(LOG_LOOK if watch is not None else LOG_POLL, wake.set)
+                timer = loop.call_later(LOG_LOOK if watched else LOG_POLL, wake.set)
                 await wake.wait()
                 timer.cancel()
                 wake.clear()
         finally:
             drainer.cancel()
-            if watch is not None:
-                watch.close()
 
     def _output(self, data: bytes) -> None:
         offset = self.transcript.append(data)
@@ -352,11 +358,10 @@ class ConsoleRelay:
             if not self._connected.is_set():
                 await self._drop(data, who, "the console is not connected")
                 return
-        writer = self._writer
+        conn = self._conn
         try:
-            assert writer is not None
-            writer.write(data)
-            await writer.drain()
+            assert conn is not None
+            await conn.write(data)
             self.stats.input_bytes += len(data)
         except (AssertionError, ConnectionError, OSError):
             await self._drop(data, who, "the console closed while writing")

@@ -1,7 +1,8 @@
 """Many console relays in one event loop: the ones a host should run.
 
 The supervisor (``manage.py consolerelay``) tells the pool which consoles
-exist (:meth:`RelayPool.sync`); the pool starts a relay for each new one,
+exist (:meth:`RelayPool.sync`: QEMU guests' chardev sockets, libvirt
+guests' domains); the pool starts a relay for each new one,
 stops those no longer wanted, and restarts one whose task died. Django-free.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from guests.runtime.offsetstream import console_keys
 from guests.runtime.relay import ConsoleRelay
+from guests.runtime.relaysource import ChardevSource, ConsoleSource
 from guests.runtime.transcript_removal import remove_if_marked
 
 log = logging.getLogger(__name__)
@@ -24,9 +26,21 @@ log = logging.getLogger(__name__)
 class ConsoleSpec:
     guest_id: int
     console: str  # "ttyS0" or "hvc0"
-    socket_path: Path
+    socket_path: Path | None  # a QEMU guest's chardev socket (None: a libvirt guest)
     logfile: Path | None
     transcript_dir: Path
+    libvirt_uri: str | None = None  # a libvirt guest's: its console through libvirt's stream
+    domain: str | None = None
+
+    def source(self) -> ConsoleSource:
+        if self.libvirt_uri and self.domain:
+            # Imported here: hosts without libvirt guests need no libvirt-python.
+            from guests.runtime.libvirt_console import LibvirtConsoleSource
+
+            return LibvirtConsoleSource(self.libvirt_uri, self.domain, self.logfile)
+        if self.socket_path is None:
+            raise ValueError(f"console {self.console} of guest {self.guest_id} has no socket and no domain")
+        return ChardevSource(self.socket_path, self.logfile)
 
 
 class RelayPool:
@@ -49,9 +63,9 @@ class RelayPool:
                     await asyncio.to_thread(remove_if_marked, spec.transcript_dir)
         for key, spec in by_key.items():
             if key not in self.running:
-                relay = ConsoleRelay(socket_path=spec.socket_path, transcript_dir=spec.transcript_dir,
+                relay = ConsoleRelay(source=spec.source(), transcript_dir=spec.transcript_dir,
                                      redis=self.redis, keys=console_keys(spec.guest_id, spec.console),
-                                     logfile=spec.logfile, keep_seconds=self.keep_seconds)
+                                     keep_seconds=self.keep_seconds)
                 self.running[key] = (spec, relay, asyncio.create_task(relay.run()))
 
     async def _stop(self, key: tuple[int, str]) -> None:
