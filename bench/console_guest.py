@@ -39,13 +39,15 @@ CONSOLES = (sys.argv[3] if len(sys.argv) > 3 else "ttyS0,hvc0").split(",")
 END = b"BURST-2-END"
 
 
-async def drain(ws, out: bytearray, start_offset: int) -> None:
+async def drain(ws, out: bytearray, start_offset: int, frames: list[int] | None = None) -> None:
     """Read frames into ``out`` (checked contiguous), acknowledging like console.js."""
     acked = 0
     while True:
         frame = await ws.recv()
         if isinstance(frame, str):
             continue
+        if frames is not None:
+            frames[0] += 1
         offset = int.from_bytes(frame[:8], "big")
         assert offset == start_offset + len(out), f"gap/duplicate at {offset} (expected {start_offset + len(out)})"
         out += frame[8:]
@@ -58,9 +60,10 @@ async def viewer(url: str, headers: dict, start_offset: int, ready: asyncio.Even
     from websockets.asyncio.client import connect
 
     data = bytearray()
+    frames = [0]
     async with connect(url, additional_headers=headers, max_size=None) as ws:
         ready.set()
-        reader = asyncio.create_task(drain(ws, data, start_offset))
+        reader = asyncio.create_task(drain(ws, data, start_offset, frames))
         searched = 0
         while data.find(END, searched) < 0:
             searched = max(0, len(data) - len(END))
@@ -69,6 +72,7 @@ async def viewer(url: str, headers: dict, start_offset: int, ready: asyncio.Even
                 reader.result()
         result["done"] = time.perf_counter()
         result["data"] = data
+        result["frames"] = frames[0]
         reader.cancel()
 
 
@@ -82,7 +86,8 @@ def main() -> None:
     from guests import services
     from guests.console import transcript_dir
     from guests.models import Role
-    from guests.runtime import transcript
+    from guests.console import redis_sync
+    from guests.runtime import offsetstream, transcript
     from guests.vm_models import Guest
     from tests.guest_helpers import cleanup, fake_build, make_host, short_dir
     from tests.helpers import sample_settings
@@ -100,6 +105,7 @@ def main() -> None:
                             memory_mib=512, vcpus=1, user=user)
     watcher = get_user_model().objects.create_user("watcher", password="bench-password-2")
     services.member_add(lab=lab, username="watcher", role=Role.VIEWER)
+    redis_client = redis_sync()
     tdir = transcript_dir(host, guest.pk, "ttyS0")  # the one the shell is on; bursts may go to another
     port = free_port()
     procs = [start([sys.executable, "manage.py", "hostagent", "--host", host.name, "--no-probe"],
@@ -192,6 +198,7 @@ def main() -> None:
                     op_reader.cancel()
                 return t0, results
 
+            entries_before = redis_client.xlen(offsetstream.console_keys(guest.pk, console).out)
             samples.clear()
             sampling.set()
             t0, results = asyncio.run(run())
@@ -207,6 +214,9 @@ def main() -> None:
             print(f"{console} {count:3d} viewers: {mb:.2f} MB (base64 + CRLF) in {max(times):.2f} s; per viewer "
                   f"{mb / max(times):.2f}-{mb / min(times):.2f} MB/s; total {count * mb / max(times):.2f} MB/s; "
                   f"hashes equal to the transcript: {equal}")
+            entries = redis_client.xlen(offsetstream.console_keys(guest.pk, console).out) - entries_before
+            print(f"      {entries} stream entries ({(end - head) / max(entries, 1):.0f} B each on average); "
+                  f"frames per viewer {min(r['frames'] for r in results)}-{max(r['frames'] for r in results)}")
             print(f"      the guest's own rate (transcript on disk complete after {on_disk:.2f} s): "
                   f"{mb / on_disk:.2f} MB/s; last viewer done {max(times) - on_disk:+.3f} s after that")
         for console in CONSOLES:
