@@ -32,18 +32,36 @@ def transcript_dir(host: Host, guest_id: int, console: str) -> Path:
 
 
 def console_specs(host: Host, guest_ids: list[int] | None = None) -> list[ConsoleSpec]:
-    """The consoles of every guest on ``host`` (or of ``guest_ids``)."""
-    guests = Guest.objects.filter(host=host)
+    """The consoles of every guest on ``host`` (or of ``guest_ids``): a QEMU
+    guest's ttyS0 and hvc0 chardev sockets; a libvirt guest's serial console
+    through libvirt's stream (its only console: kdevweb's domains define no
+    virtio console), with the log virtlogd writes."""
+    from .libvirt_agent import domain_name, is_libvirt, serial_log
+
+    guests = Guest.objects.filter(host=host).select_related("build__revision", "host")
     if guest_ids is not None:
         guests = guests.filter(pk__in=guest_ids)
     specs = []
-    for guest_id in guests.values_list("pk", flat=True):
-        run = RunDir(host.guest_run_dir(guest_id))
-        specs.append(ConsoleSpec(guest_id, "ttyS0", run.serial_socket, run.serial_log,
-                                 transcript_dir(host, guest_id, "ttyS0")))
-        specs.append(ConsoleSpec(guest_id, "hvc0", run.console_socket, run.console_log,
-                                 transcript_dir(host, guest_id, "hvc0")))
+    for guest in guests:
+        if is_libvirt(guest):
+            if host.libvirt_uri:
+                specs.append(ConsoleSpec(guest.pk, "ttyS0", None, serial_log(guest),
+                                         transcript_dir(host, guest.pk, "ttyS0"),
+                                         libvirt_uri=host.libvirt_uri, domain=domain_name(guest)))
+            continue
+        run = RunDir(host.guest_run_dir(guest.pk))
+        specs.append(ConsoleSpec(guest.pk, "ttyS0", run.serial_socket, run.serial_log,
+                                 transcript_dir(host, guest.pk, "ttyS0")))
+        specs.append(ConsoleSpec(guest.pk, "hvc0", run.console_socket, run.console_log,
+                                 transcript_dir(host, guest.pk, "hvc0")))
     return specs
+
+
+def consoles_of(guest: Guest) -> tuple[str, ...]:
+    """The consoles a guest has: libvirt guests only the serial line."""
+    from .libvirt_agent import is_libvirt
+
+    return ("ttyS0",) if is_libvirt(guest) else CONSOLES
 
 
 def redis_sync():

@@ -184,6 +184,10 @@ class ConsoleRelay:
                     follower.close()
             if self._stopping:
                 return
+            if await self.source.still_running(conn.key):
+                # Only the connection broke (libvirtd restarted): same boot, reconnect.
+                await asyncio.sleep(self.reconnect_interval)
+                continue
             # EOF: the instance closed the console, i.e. it is exiting. The
             # boot ends here; a new instance begins the next one.
             ended = self.transcript.end()

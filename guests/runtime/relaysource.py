@@ -52,6 +52,10 @@ class ConsoleSource(Protocol):
     async def settle(self) -> None:
         """Wait until the log has what the instance wrote before it went away."""
 
+    async def still_running(self, key: str) -> bool:
+        """After the connection ended: whether instance ``key`` runs on (the
+        connection broke, not the guest: the boot goes on)."""
+
     def close(self) -> None: ...
 
 
@@ -102,6 +106,10 @@ class ChardevSource:
     async def settle(self) -> None:
         # QEMU writes its log itself, before the socket's EOF: nothing to wait for.
         return None
+
+    async def still_running(self, key: str) -> bool:
+        # QEMU closes the socket only when it exits (its socket file stays behind).
+        return False
 
     def close(self) -> None:
         return None
