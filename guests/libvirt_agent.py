@@ -147,8 +147,9 @@ class LibvirtSide:
                 self.resync()
                 continue
             guest_id = guest_id_of(name)
-            guest = Guest.objects.filter(pk=guest_id, host=self.host).first() if guest_id else None
-            if guest is None:
+            guest = Guest.objects.filter(pk=guest_id, host=self.host).select_related("host").first() if guest_id else None
+            if guest is None or domain_name(guest) != name:
+                # Another kdevweb's domain on the same libvirtd (its own guest ids).
                 continue
             self._record(guest, events, reason)
 

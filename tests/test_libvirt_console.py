@@ -79,6 +79,25 @@ def _prompt_echo(page: Page, token: str, timeout: float = 60) -> None:
     page.pump(lambda p: f"{token}-42".encode() in p.data, timeout=timeout)
 
 
+def _source_closes_cleanly(spec) -> None:
+    """The source on its own: the stream opens (the relay has let go), and
+    closing it ends its reader thread (a relay stopped for a deleted guest
+    leaves no thread blocked in recv)."""
+    import asyncio
+
+    async def main():
+        source = spec.source()
+        conn = await source.connect()
+        assert await source.instance_key() == conn.key
+        conn.close()
+        await asyncio.to_thread(conn._reader.join, 5)
+        assert not conn._reader.is_alive()
+        assert await conn.read() == b""
+        source.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_libvirt_console_end_to_end(tmp_path, users, lab, client_for):
@@ -172,7 +191,8 @@ def test_libvirt_console_end_to_end(tmp_path, users, lab, client_for):
             op_ws.send(f"sleep 4; echo {later}-$((6*7))\r".encode())
             op_page.pump(lambda p: b"sleep 4" in p.data, timeout=30)
         procs[1].stop()  # the relay goes away before the guest prints
-        time.sleep(6)
+        _source_closes_cleanly(spec[0])
+        time.sleep(5)
         assert f"{later}-42".encode() in libvirt_agent.serial_log(Guest.objects.get(pk=guest.pk)).read_bytes()
         procs[1] = manage(["consolerelay", "--host", host_name], log=relay_log)
         with _ws(port, guest, operator, query=f"?from={op_offset}") as op_ws:
