@@ -165,14 +165,36 @@ class BuildConsumer(LiveJsonConsumer):
                 self.terminal = True
             except Exception as exc:  # noqa: BLE001 - Redis restarting: the row poll still runs; retry
                 log.warning("build %s stream: %s", self.build_id, exc)
-                await asyncio.sleep(1.0)
+                if not (self.ending and not self.finished and await self._without_redis()):
+                    await asyncio.sleep(1.0)
+
+    async def _without_redis(self) -> bool:
+        """A terminal build while Redis is away: its log store has every byte,
+        so drain it from there (the same offsets, flow control and frames)."""
+        await self.flow.wait_room()
+        start = self.reader.offset
+        data = await asyncio.to_thread(self.local.read, start, start + max(self.flow.room(), offsetstream.CHUNK))
+        for offset, piece in offsetstream.split_lines(start, data):
+            await self._send_bytes(offset, piece, None)
+            self.flow.sent = offset + len(piece)
+        self.reader.skip_to(start + len(data))
+        if not data:
+            await self._send_status(await _summary(self.build_id))
+            self.finished = True
+        return True
 
     async def _send_bytes(self, offset: int, data: bytes, stamp: float | None) -> None:
         header = HEADER.pack(offset, offset + len(data), (stamp or 0.0) * 1000)
         await self.send(bytes_data=header + page_bytes(data))
 
-    async def _gap(self, gap: offsetstream.Gap) -> None:
+    async def _gap(self, gap: offsetstream.Gap) -> bool:
+        """The worker did not answer a range request: if that is because the
+        build ended, the log store has the bytes (retry from it); else say so."""
+        if not self.ending and (await _summary(self.build_id))["terminal"]:
+            self._end()
+            return False
         await self.send_json({"type": "skipped", "from": gap.start, "to": gap.end})
+        return True
 
     async def _events(self, events: list[dict]) -> None:
         for event in events:

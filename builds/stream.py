@@ -132,21 +132,24 @@ class BuildPublisher:
             self.served += len(data)
             return data
 
-        helpers = [asyncio.create_task(self._forever(lambda: offsetstream.serve_ranges(client, self.keys,
-                                                                                        read_range))),
-                   asyncio.create_task(self._forever(lambda: self._heartbeat(client)))]
+        ranges = asyncio.create_task(self._forever(lambda: offsetstream.serve_ranges(client, self.keys,
+                                                                                     read_range)))
+        heartbeat = asyncio.create_task(self._forever(lambda: self._heartbeat(client)))
         try:
             await self._start(client)
             await self._publish_loop(client)
         finally:
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
             try:
+                # Before the range server stops: readers stop asking for
+                # ranges nobody will answer (they read the log store).
                 await self._beat(client, running=False)
                 await offsetstream.expire(client, self.keys, KEEP_AFTER_END)
             except Exception as exc:  # noqa: BLE001
                 log.warning("closing %s failed: %s", self.keys.prefix, exc)
+            ranges.cancel()
+            await asyncio.gather(ranges, return_exceptions=True)
             reader.close()
             await client.aclose()
 

@@ -109,7 +109,7 @@ class Pump:
 
     def __init__(self, reader: offsetstream.StreamReader, flow: Flow, *, send: SendChunk,
                  on_events: Callable[[list[dict]], Awaitable[None]] | None = None,
-                 on_gap: Callable[[offsetstream.Gap], Awaitable[None]] | None = None,
+                 on_gap: Callable[[offsetstream.Gap], Awaitable[bool | None]] | None = None,
                  split: Split = offsetstream.split) -> None:
         self.reader, self.flow, self.send = reader, flow, send
         self.on_events, self.on_gap, self.split = on_events, on_gap, split
@@ -120,10 +120,11 @@ class Pump:
         try:
             chunks, events = await self.reader.read(block_ms=block_ms, max_bytes=self.flow.room())
         except offsetstream.Gap as gap:
-            if self.on_gap is not None:
-                await self.on_gap(gap)
-            self.reader.skip_to(gap.end)
-            self.flow.skip(gap.end)
+            # on_gap returns False when the bytes can still come (from
+            # another source it just set up): try again instead of skipping.
+            if self.on_gap is None or await self.on_gap(gap) is not False:
+                self.reader.skip_to(gap.end)
+                self.flow.skip(gap.end)
             return 0, 0
         total = 0
         for start, data in chunks:

@@ -23,6 +23,7 @@ from builds.models import Build, Status
 from guests.runtime import offsetstream
 from kdevweb.wsstream import HIGH_WATER
 from tests.procs import start_daphne, wait_for
+from tests.test_browser import page, server  # noqa: F401 - fixtures for the browser test
 from tests.test_builds import finished, make_config
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -129,6 +130,21 @@ def test_joining_a_finished_build_reads_the_log_store(client_for, users, lab, wo
     assert page.statuses == ["succeeded"]
 
 
+def test_a_finished_build_is_served_while_redis_is_down(client_for, users, lab, workers, daphne, redis_control):
+    config = make_config(lab, users["operator"])
+    workers()
+    build = finished(services.build_start(revision=config.latest, user=users["operator"]))
+    viewer = client_for(users["viewer"])
+    redis_control.stop()
+    try:
+        with _ws(daphne, build.pk, viewer) as ws:
+            page = Page().collect(ws, timeout=30)
+    finally:
+        redis_control.start()
+    assert_exact(page, build)
+    assert page.statuses == ["succeeded"]
+
+
 def test_resuming_with_from_has_no_gap_and_no_duplicate(client_for, users, lab, workers, daphne):
     config = make_config(lab, users["operator"], extra_module="{ standin.logLines = 30000; }")
     workers(KDEVWEB_BUILD_STREAM_WINDOW=TINY_WINDOW)
@@ -215,3 +231,29 @@ def test_cancel_during_output_keeps_the_stream_exact(client_for, users, lab, wor
     assert build.status == Status.CANCELLED
     assert any("cancel requested" in line for line in logstore.read_lines(build.workdir))
     assert_exact(page, build)
+
+
+@pytest.mark.browser
+def test_the_page_reconnects_and_resumes_without_gap_or_duplicate(page, server, users, lab, workers):
+    """build.js: a socket dropped mid-output reconnects with ?from= and the
+    terminal ends with every line exactly once."""
+    import re
+
+    from tests.test_browser_firsthour import log_in
+
+    config = make_config(lab, users["operator"],
+                         extra_module="{ standin.logLines = 20000; standin.buildSeconds = 3; }")
+    workers(KDEVWEB_BUILD_STREAM_WINDOW=TINY_WINDOW)
+    build = services.build_start(revision=config.latest, user=users["operator"])
+    log_in(page, server, users["viewer"])
+    page.goto(f"{server}/labs/{lab.slug}/builds/{build.pk}/")
+    page.wait_for_function("window.kdevwebLog && window.kdevwebLog.lines > 500", timeout=60000)
+    page.evaluate("window.kdevwebLog.drop()")
+    page.wait_for_selector("#status.status-succeeded", timeout=120000)
+    state = page.evaluate("({...window.kdevwebLog})")
+    assert state["reconnects"] >= 1 and state["skipped"] == 0 and state["reloads"] == 0
+    build = finished(build)
+    assert state["lines"] == build.log_lines
+    text = page.evaluate("window.kdevwebLog.buffer()")
+    numbers = [int(n) for n in re.findall(r"standin log line (\d+)", text)]
+    assert numbers == list(range(20000)), "a line lost, repeated or out of order"

@@ -327,7 +327,10 @@ class StreamReader:
             if start + len(data) <= self.offset:
                 continue  # already had it
             if start > self.offset:
-                chunks += await self._fill(min(start, self._limit))
+                if start <= self._limit:
+                    chunks += await self._fill(start)
+                else:
+                    chunks += await self._fill(self._limit, partial=True)
                 if start > self.offset:
                     break
             chunks.append((self.offset, data[self.offset - start:]))
@@ -356,12 +359,18 @@ class StreamReader:
             if data:
                 self.from_local += len(data)
                 return data
+        info = await producer_info(self.redis, self.keys)
+        if info is not None and info.get("running") is False:
+            return b""  # the producer said it ended: nobody will answer
         data = await request_range(self.redis, self.keys, start, end, timeout=self.range_timeout) or b""
         self.backfilled += len(data)
         return data
 
-    async def _fill(self, end: int) -> list[tuple[int, bytes]]:
-        """Read [offset, end) from the producer's disk (behind the window, or dropped XADDs)."""
+    async def _fill(self, end: int, *, partial: bool = False) -> list[tuple[int, bytes]]:
+        """Read [offset, end) from the producer's disk (behind the window, or
+        dropped XADDs). ``partial``: ``end`` is only a budget, not a chunk
+        boundary — one read is enough (a text reader stops at a line end
+        before it; asking again for the rest of a line would cut it)."""
         out = []
         while self.offset < end:
             data = await self._fetch(self.offset, end)
@@ -370,10 +379,13 @@ class StreamReader:
             out.append((self.offset, data))
             self.offset += len(data)
             self._aligned = False
+            if partial:
+                break
         return out
 
     def skip_to(self, offset: int) -> None:
-        """Give up on bytes before ``offset`` (after a :class:`Gap` the caller reported)."""
+        """Move past bytes before ``offset``: after a :class:`Gap` the caller
+        reported, or bytes the caller delivered from elsewhere."""
         self.offset = max(self.offset, offset)
         self._aligned = False
 
@@ -395,7 +407,7 @@ class StreamReader:
         last = await self.redis.xrevrange(self.keys.out, count=1)
         if last and entry_offset(last[0][0]) >= self.offset:
             return []  # Redis has newer entries: the next XREAD gets them
-        return await self._fill(min(head, self._limit))
+        return await self._fill(min(head, self._limit), partial=True)
 
 
 async def producer_info(redis: Any, keys: StreamKeys) -> dict | None:

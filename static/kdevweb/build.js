@@ -209,5 +209,14 @@
       retry = Math.min(retry * 2, 10000);
     };
   }
+  window.kdevwebLog.drop = () => { if (ws) ws.close(); };  // tests: a dropped connection
+  window.kdevwebLog.buffer = () => {  // the terminal's text, for tests
+    const lines = [], b = term.buffer.active;
+    for (let i = 0; i < b.length; i++) {
+      const line = b.getLine(i), text = line.translateToString(true);
+      if (line.isWrapped && lines.length) lines[lines.length - 1] += text; else lines.push(text);
+    }
+    return lines.join("\n");
+  };
   connect();
 })();
