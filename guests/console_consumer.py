@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_BAD_FRAME, CLOSE_FORBIDDEN
 # Pull/ack flow control shared with the build log (one place for both).
-from kdevweb.wsstream import HIGH_WATER, Flow, Pump, redis_for_loop  # noqa: F401 - HIGH_WATER: tests
+from kdevweb.wsstream import HIGH_WATER, NO_CHANNEL_LAYER, Flow, Pump, redis_for_loop  # noqa: F401 - HIGH_WATER: tests
 
 from .access import lab_role, role_at_least
 from .console_models import ConsoleInput
@@ -83,6 +83,8 @@ def _audit(rows: list[ConsoleInput]) -> None:
 
 
 class ConsoleConsumer(AsyncWebsocketConsumer):
+    channel_layer_alias = NO_CHANNEL_LAYER  # all of it comes from the offset stream
+
     async def connect(self):
         kwargs = self.scope["url_route"]["kwargs"]
         self.console = kwargs["console"]
