@@ -99,6 +99,7 @@ def main() -> None:
     host = make_host("cgbench", base)
     config = services.configuration_create(lab=lab, name="cg", user=user,
                                            settings=sample_settings(hostName="cg", profiles=[], testSuites=[]))
+    assert config.latest is not None
     out = build_guest(base / "b", config.latest.settings)
     build = fake_build(lab, config.latest, user, str(out))
     guest = gs.guest_create(lab=lab, build=build, name="cg", host=host, kernel=host.kernels.get(),
