@@ -91,7 +91,10 @@ class BuildConsumer(LiveJsonConsumer):
             return
         query = dict(part.split("=", 1) for part in self.scope.get("query_string", b"").decode(
             "ascii", "replace").split("&") if "=" in part)
-        start = int(query["from"]) if query.get("from", "").isdigit() else 0
+        # Offsets fit in a stream ID and the frame header (u64); anything
+        # else is not a position this page was given: start over.
+        given = query.get("from", "")
+        start = int(given) if given.isdigit() and len(given) <= 15 else 0
         self.build_id = build_id
         self.local = logstore.ByteReader(build.workdir)
         self.flow = Flow(start)
@@ -165,8 +168,11 @@ class BuildConsumer(LiveJsonConsumer):
                 self.terminal = True
             except Exception as exc:  # noqa: BLE001 - Redis restarting: the row poll still runs; retry
                 log.warning("build %s stream: %s", self.build_id, exc)
-                if not (self.ending and not self.finished and await self._without_redis()):
-                    await asyncio.sleep(1.0)
+                try:
+                    if not (self.ending and not self.finished and await self._without_redis()):
+                        await asyncio.sleep(1.0)
+                except Disconnected:
+                    self.terminal = True
 
     async def _without_redis(self) -> bool:
         """A terminal build while Redis is away: its log store has every byte,
