@@ -33,10 +33,11 @@ def transcript_dir(host: Host, guest_id: int, console: str) -> Path:
 
 def console_specs(host: Host, guest_ids: list[int] | None = None) -> list[ConsoleSpec]:
     """The consoles of every guest on ``host`` (or of ``guest_ids``): a QEMU
-    guest's ttyS0 and hvc0 chardev sockets; a libvirt guest's serial console
-    through libvirt's stream (its only console: kdevweb's domains define no
-    virtio console), with the log virtlogd writes."""
-    from .libvirt_agent import domain_name, is_libvirt, serial_log
+    guest's ttyS0 and hvc0 chardev sockets; a libvirt guest's serial line
+    and virtio console through libvirt's console stream (by alias:
+    serial0 is the serial line, console1 the virtio console), each with the
+    log virtlogd writes."""
+    from .libvirt_agent import console_log, domain_name, is_libvirt, serial_log
 
     guests = Guest.objects.filter(host=host).select_related("build__revision", "host")
     if guest_ids is not None:
@@ -45,9 +46,12 @@ def console_specs(host: Host, guest_ids: list[int] | None = None) -> list[Consol
     for guest in guests:
         if is_libvirt(guest):
             if host.libvirt_uri:
-                specs.append(ConsoleSpec(guest.pk, "ttyS0", None, serial_log(guest),
-                                         transcript_dir(host, guest.pk, "ttyS0"),
-                                         libvirt_uri=host.libvirt_uri, domain=domain_name(guest)))
+                for console, logfile, device in (("ttyS0", serial_log(guest), "serial0"),
+                                                 ("hvc0", console_log(guest), "console1")):
+                    specs.append(ConsoleSpec(guest.pk, console, None, logfile,
+                                             transcript_dir(host, guest.pk, console),
+                                             libvirt_uri=host.libvirt_uri, domain=domain_name(guest),
+                                             device=device))
             continue
         run = RunDir(host.guest_run_dir(guest.pk))
         specs.append(ConsoleSpec(guest.pk, "ttyS0", run.serial_socket, run.serial_log,
@@ -55,13 +59,6 @@ def console_specs(host: Host, guest_ids: list[int] | None = None) -> list[Consol
         specs.append(ConsoleSpec(guest.pk, "hvc0", run.console_socket, run.console_log,
                                  transcript_dir(host, guest.pk, "hvc0")))
     return specs
-
-
-def consoles_of(guest: Guest) -> tuple[str, ...]:
-    """The consoles a guest has: libvirt guests only the serial line."""
-    from .libvirt_agent import is_libvirt
-
-    return ("ttyS0",) if is_libvirt(guest) else CONSOLES
 
 
 def redis_sync():

@@ -83,6 +83,11 @@ def serial_log(guest: Guest) -> Path:
     return guest_dir(guest.host.name, guest.pk) / "serial.log"
 
 
+def console_log(guest: Guest) -> Path:
+    """The virtio console's (hvc0) log, written by virtlogd like serial.log."""
+    return guest_dir(guest.host.name, guest.pk) / "hvc0.log"
+
+
 def domain_xml_of(guest: Guest) -> str:
     """The last domain XML kdevweb defined for the guest (for its page)."""
     event = GuestEvent.objects.filter(guest=guest, kind=XML_EVENT).order_by("-time", "-id").first()
@@ -274,6 +279,7 @@ class LibvirtSide:
                                  vcpus=guest.vcpus, overlay=overlay, image=image,
                                  domain_type=lv.domain_type_for(self.host.accel or "tcg"),
                                  network=lv.pick_network(conn), serial_log=serial_log(guest),
+                                 console_log=console_log(guest),
                                  disks=tuple(disks))
             dom = lv.define(conn, spec)
             self.agent._event(guest, XML_EVENT, lv.defined_xml(dom))
@@ -308,6 +314,6 @@ class LibvirtSide:
         if guest.delete_disks:
             shutil.rmtree(d, ignore_errors=True)
         else:
-            for path in [*d.glob("build-*.qcow2"), d / "serial.log"]:
+            for path in [*d.glob("build-*.qcow2"), *d.glob("serial.log*"), *d.glob("hvc0.log*")]:
                 path.unlink(missing_ok=True)
         self.agent._delete(guest)

@@ -63,6 +63,8 @@ class DomainSpec:
     domain_type: DomainType = "qemu"
     network: str | None = None  # a libvirt network name; None: user-mode NIC
     serial_log: Path | None = None  # virtlogd copies the serial output here
+    # The virtio console (the guest's hvc0), logged the same way; None: no virtio console.
+    console_log: Path | None = None
     # Extra disks (the configuration's storage mounts): (qcow2 path, serial)
     # as vdb, vdc...; the guest finds them as /dev/disk/by-id/virtio-<serial>.
     disks: tuple[tuple[Path, str], ...] = ()
@@ -123,6 +125,10 @@ def domain_xml(spec: DomainSpec) -> str:
     else:
         nic = "<interface type='user'><model type='virtio'/></interface>"
     log = f"<log file={q(str(spec.serial_log))} append='off'/>" if spec.serial_log else ""
+    # console0 is the serial line (libvirt's alias of serial0); console1 the
+    # virtio console, opened by that alias (guests/runtime/libvirt_console.py).
+    hvc = (f"\n    <console type='pty'><target type='virtio' port='1'/>"
+           f"<log file={q(str(spec.console_log))} append='off'/></console>") if spec.console_log else ""
     extra = "".join(
         f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file={q(str(path))}/>"
         f"<target dev='vd{chr(ord('b') + i)}' bus='virtio'/><serial>{_text(serial)}</serial></disk>\n    "
@@ -152,7 +158,7 @@ def domain_xml(spec: DomainSpec) -> str:
     </disk>
     {extra}{nic}
     <serial type='pty'><target port='0'/>{log}</serial>
-    <console type='pty'><target type='serial' port='0'/></console>
+    <console type='pty'><target type='serial' port='0'/></console>{hvc}
   </devices>
 </domain>
 """

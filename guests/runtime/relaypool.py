@@ -31,13 +31,14 @@ class ConsoleSpec:
     transcript_dir: Path
     libvirt_uri: str | None = None  # a libvirt guest's: its console through libvirt's stream
     domain: str | None = None
+    device: str | None = None  # the domain's console alias (serial0: the serial line, console1: the virtio console)
 
     def source(self) -> ConsoleSource:
         if self.libvirt_uri and self.domain:
             # Imported here: hosts without libvirt guests need no libvirt-python.
             from guests.runtime.libvirt_console import LibvirtConsoleSource
 
-            return LibvirtConsoleSource(self.libvirt_uri, self.domain, self.logfile)
+            return LibvirtConsoleSource(self.libvirt_uri, self.domain, self.logfile, device=self.device)
         if self.socket_path is None:
             raise ValueError(f"console {self.console} of guest {self.guest_id} has no socket and no domain")
         return ChardevSource(self.socket_path, self.logfile)

@@ -8,7 +8,7 @@ and the last line). Both read Redis only and render without it.
 
 from django import template
 
-from guests.console import console_boots, console_overview, consoles_of
+from guests.console import CONSOLES, console_boots, console_overview
 
 register = template.Library()
 
@@ -16,9 +16,8 @@ register = template.Library()
 @register.inclusion_tag("guests/_console_panel.html")
 def console_panel(guest, lines: int = 12):
     overview = console_overview([guest], lines=lines)[guest.pk]
-    consoles = consoles_of(guest)
     return {"guest": guest, "preview": overview["preview"], "viewers": overview["viewers"],
-            "has_hvc0": "hvc0" in consoles, "boots": {c: console_boots(guest, c) for c in consoles}}
+            "boots": {c: console_boots(guest, c) for c in CONSOLES}}
 
 
 @register.inclusion_tag("guests/_console_cell.html")
