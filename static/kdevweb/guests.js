@@ -114,16 +114,29 @@
     if (row) row.remove();
   }
 
-  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  const ws = new WebSocket(scheme + location.host + box.dataset.ws);
-  ws.onmessage = (message) => {
-    const data = JSON.parse(message.data);
-    if (data.type === "guest") apply(data.guest);
-    else if (data.type === "snapshot") data.guests.forEach(apply);
-    else if (data.type === "deleted") gone(data.id);
-  };
-  ws.onclose = () => {
-    const note = document.getElementById("pending");
-    if (note) note.textContent = "(live updates disconnected: reload the page)";
-  };
+  // A dropped socket reconnects by itself: the server's first message is a
+  // whole snapshot, so nothing that changed meanwhile is missed.
+  let retry = 500;
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    const ws = new WebSocket(scheme + location.host + box.dataset.ws);
+    ws.onmessage = (message) => {
+      const data = JSON.parse(message.data);
+      retry = 500;
+      if (data.type === "guest") apply(data.guest);
+      else if (data.type === "snapshot") data.guests.forEach(apply);
+      else if (data.type === "deleted") gone(data.id);
+    };
+    ws.onclose = (ev) => {
+      const note = document.getElementById("pending");
+      if (ev.code === 4403) {
+        if (note) note.textContent = "(live updates closed: you no longer have access to this lab)";
+        return;
+      }
+      if (note) note.textContent = "(live updates disconnected; reconnecting…)";
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 10000);
+    };
+  }
+  connect();
 })();
