@@ -352,3 +352,41 @@ def test_a_byte_logged_after_its_socket_wakeup_arrives_at_once(tmp_path, monkeyp
         await redis.aclose()
 
     run(main())
+
+
+def test_a_broken_connection_to_a_running_instance_keeps_the_boot(tmp_path):
+    """libvirt's stream also ends when libvirtd restarts while the domain
+    runs on: a source that says the instance still runs keeps the boot open
+    (the relay reconnects into it); output meanwhile comes from the log."""
+    import socket as socketlib
+
+    from guests.runtime.relaysource import ChardevSource
+
+    class StillRunning(ChardevSource):
+        async def still_running(self, key: str) -> bool:
+            return await self.instance_key() == key
+
+    h = Harness(tmp_path)
+
+    async def main():
+        redis = redis_client(settings.REDIS_URL)
+        relay = ConsoleRelay(source=StillRunning(h.sock, h.log), transcript_dir=h.dir, redis=redis, keys=h.keys,
+                             reconnect_interval=0.05)
+        task = asyncio.create_task(relay.run())
+        await asyncio.to_thread(h.chardev.wait_client)
+        await h.emit(b"before ")
+        await _until(lambda: relay.transcript.offset == 7, what="first bytes")
+        with h.chardev.lock:
+            h.chardev.client.shutdown(socketlib.SHUT_RDWR)  # the connection breaks, the guest runs on
+        await _until(lambda: relay.stats.connects == 2, what="reconnect")
+        await h.emit(b"after")
+        await _until(lambda: relay.transcript.offset == 12, what="later bytes")
+        assert [(b.boot, b.ended) for b in transcript.boots(h.dir)] == [(1, None)]
+        assert transcript.read_range(h.dir, 0) == b"before after"
+        kinds = [f[b"type"] for _, f in await redis.xrange(h.keys.events)]
+        assert b"boot-ended" not in kinds
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await redis.aclose()
+
+    run(main())
