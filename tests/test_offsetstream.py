@@ -113,3 +113,27 @@ def test_guest_events_drive_the_guest_pages(client_for, users, lab, tmp_path):
     finally:
         proc.stop()
         cleanup(base)
+
+
+def test_log_byte_reader_returns_whole_lines_while_written_and_after_compression(tmp_path):
+    from builds import logstore
+
+    writer = logstore.LogWriter(tmp_path)
+    reader = logstore.ByteReader(tmp_path)
+    got, offset = bytearray(), 0
+    lines = [f"line {i} " + "x" * (i % 97) + " ✓" for i in range(3000)]
+    for i in range(0, 3000, 300):
+        writer.append(lines[i:i + 300])
+        while data := reader.read(offset, offset + 1000):
+            assert data.endswith(b"\n"), "a range ends after a complete line"
+            got += data
+            offset += len(data)
+        assert offset == writer.size
+    writer.close()
+    logstore.compress(tmp_path)
+    assert bytes(got) == "".join(line + "\n" for line in lines).encode()
+    # From the compressed log, from any line start, in ranges of any size.
+    middle = got.index(b"line 1500 ")
+    fresh = logstore.ByteReader(tmp_path)
+    assert fresh.read(middle, middle + 10**6) == bytes(got[middle:])
+    assert fresh.read(len(got), len(got) + 100) == b""
