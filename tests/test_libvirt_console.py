@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 
@@ -221,6 +222,24 @@ def test_libvirt_console_end_to_end(tmp_path, users, lab, client_for):
         with _ws(port, guest, operator, query="?from=0") as ws:
             everything = Page(ws).pump(lambda p: len(p.data) >= len(whole), timeout=30)
             assert bytes(everything.data[:len(whole)]) == whole
+
+        # virtlogd rotates a log at 2 MiB (hvc0.log -> hvc0.log.0): 2.6 MB on
+        # hvc0 while the relay is down; the new relay finds its file among the
+        # backups by inode and reads on into the new one: every line once, in order.
+        with _ws(port, guest, operator, console="hvc0") as hvc_ws:
+            hvc = Page(hvc_ws).pump(lambda p: "hello" in p.kinds(), timeout=10)
+            hvc_ws.send(b"sleep 3; i=0; while [ $i -lt 30000 ]; do echo rot-$i-" + b"x" * 70
+                        + b"; i=$((i+1)); done; echo rot-done-$((6*7))\r")
+            hvc.pump(lambda p: b"rot-done" in p.data, timeout=30)  # the typed line's echo
+        procs[1].stop()
+        hvc_log = libvirt_agent.console_log(Guest.objects.get(pk=guest.pk))
+        wait_for(lambda: b"rot-done-42" in hvc_log.read_bytes(), 300, 0.5, "the 2.6 MB on hvc0")
+        assert hvc_log.with_name("hvc0.log.0").exists(), "virtlogd did not rotate"
+        procs[1] = manage(["consolerelay", "--host", host_name], log=relay_log)
+        hvc_dir = transcript_dir(host, guest.pk, "hvc0")
+        wait_for(lambda: b"rot-done-42" in transcript.read_range(hvc_dir, 0), 60, 0.5, "hvc0's transcript")
+        numbers = [int(n) for n in re.findall(rb"rot-([0-9]+)-x", transcript.read_range(hvc_dir, 0))]
+        assert numbers == list(range(30000))
 
         # The domain stops: the boot ends; started again: a second boot.
         gs.guest_force_off(guest=Guest.objects.get(pk=guest.pk), user=op)
