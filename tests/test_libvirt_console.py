@@ -74,6 +74,43 @@ def test_log_follower_reads_across_rotations_and_resumes_by_inode(tmp_path):
     q.close()
 
 
+def test_log_follower_wakes_on_the_file_a_rotation_creates(tmp_path):
+    """The wake-up follows the name: after a rotation, the first write to
+    the new file wakes the relay (inotify on the directory, filtered by
+    name); writes to other files there (the overlays) do not."""
+    import asyncio
+
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"a")
+
+    async def woken(event: asyncio.Event, action) -> bool:
+        event.clear()
+        action()
+        try:
+            await asyncio.wait_for(event.wait(), 2)
+            return True
+        except TimeoutError:
+            return False
+
+    def append(path, data):
+        with open(path, "ab") as fh:
+            fh.write(data)
+
+    async def main():
+        event = asyncio.Event()
+        f = LogFollower(log, rotates=True, state_file=tmp_path / "state.json")
+        assert f.open("k", 0) and f.watch(event.set)
+        assert f.read() == b"a"
+        assert await woken(event, lambda: append(log, b"b"))
+        os.rename(log, log.with_name("serial.log.0"))
+        assert await woken(event, lambda: append(log, b"c"))  # the new file, never watched by inode
+        assert f.read() == b"bc"
+        assert not await woken(event, lambda: append(tmp_path / "build-1.qcow2", b"disk"))
+        f.close()
+
+    asyncio.run(main())
+
+
 def _prompt_echo(page: Page, token: str, timeout: float = 60) -> None:
     """Run ``echo <token>`` and wait for its output line (not the echo of the typing)."""
     page.ws.send(f"echo {token}-$((6*7))\r".encode())

@@ -165,10 +165,14 @@ class LogFollower:
     def _rewatch(self) -> None:
         if self._on_change is None:
             return
+        if self.rotates:
+            # Through the directory, by name: the file virtlogd creates at a
+            # rotation wakes us too (a watch on the old inode would not).
+            if self._watch is None:
+                self._watch = logwatch.watch(self.path, self._on_change, by_name=True)
+            return
         if self._watch is not None:
             self._watch.close()
-        # A watch on the directory would see the new file appear too; the
-        # socket/stream wake-up and the periodic look cover that moment.
         self._watch = logwatch.watch(self.path, self._on_change)
 
     def close(self) -> None:
