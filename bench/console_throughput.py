@@ -78,7 +78,9 @@ def main() -> None:
     config = guests.configuration_create(lab=lab, name="c", user=user, settings=sample_settings())
     host = Host.objects.create(name="bench", run_dir=str(short), accel="tcg")
     kernel = Kernel.objects.create(host=host, name="k", image="/boot/x", modules_dir="/lib/modules/x", version="x")
-    build = Build.objects.create(lab=lab, revision=config.latest, created_by=user, attr="toplevel",
+    revision = config.latest
+    assert revision is not None
+    build = Build.objects.create(lab=lab, revision=revision, created_by=user, attr="toplevel",
                                  status=Status.SUCCEEDED, out_path="/nix/store/x")
 
     def make_guest(name: str):
