@@ -103,6 +103,7 @@ class BuildConsumer(LiveJsonConsumer):
         self.ending = False  # the build is terminal: drain the log, then say so
         self.finished = False  # the terminal status went out after the last byte
         self.dirty = False  # the row changed: re-read it
+        self.refill = False  # a gap is being read again from the log store: not the end
         self.last_status: str | None = None
         await self.accept()
         summary = await _summary(build_id)
@@ -157,7 +158,11 @@ class BuildConsumer(LiveJsonConsumer):
                         self.dirty, self.finished = False, False
                     continue
                 nbytes, nevents = await pump.step(block_ms=None if self.ending else 1000)
-                if self.ending and not nbytes and not nevents:
+                if self.refill:
+                    # Nothing was read because the worker ended while we were
+                    # behind it: the log store has those bytes; go again.
+                    self.refill = False
+                elif self.ending and not nbytes and not nevents:
                     await self._send_status(await _summary(self.build_id))
                     self.finished = True
                 elif self.dirty:
@@ -198,6 +203,7 @@ class BuildConsumer(LiveJsonConsumer):
         build ended, the log store has the bytes (retry from it); else say so."""
         if not self.ending and (await _summary(self.build_id))["terminal"]:
             self._end()
+            self.refill = True
             return False
         await self.send_json({"type": "skipped", "from": gap.start, "to": gap.end})
         return True

@@ -38,9 +38,6 @@ from . import logstore
 
 log = logging.getLogger(__name__)
 
-# Bytes of a running build's log kept in Redis; older ones come from the
-# worker's file. An environment knob so tests can make it tiny.
-WINDOW = int(os.environ.get("KDEVWEB_BUILD_STREAM_WINDOW") or offsetstream.WINDOW)
 # A finished build's keys live this long (pages that joined late read the
 # log store instead; they never need the keys).
 KEEP_AFTER_END = 600
@@ -66,10 +63,10 @@ def publish_status(build_id: int) -> None:
 class BuildPublisher:
     """The producer of one build's stream, from a daemon thread's event loop."""
 
-    def __init__(self, build_id: int, directory: Path, *, window: int = WINDOW, interval: float = 0.02) -> None:
+    def __init__(self, build_id: int, directory: Path, *, window: int | None = None, interval: float = 0.02) -> None:
         self.keys = keys(build_id)
         self.directory = Path(directory)
-        self.window = window
+        self.window = window if window is not None else settings.BUILD_STREAM_WINDOW
         self.interval = interval
         self._lock = threading.Lock()
         self._pending: list[tuple[int, bytes]] = []

@@ -14,9 +14,9 @@ state.
 
 import asyncio
 import logging
-import os
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_FORBIDDEN, LiveJsonConsumer
 from kdevweb.wsstream import NO_CHANNEL_LAYER, redis_for_loop
@@ -30,9 +30,6 @@ from .vm_models import Guest
 
 log = logging.getLogger(__name__)
 
-# Seconds between safety re-reads of the rows (an environment knob so a
-# test can tell an event-driven update from a re-read).
-RESNAPSHOT = float(os.environ.get("KDEVWEB_GUESTS_RESNAPSHOT") or 2.0)
 
 
 @database_sync_to_async
@@ -107,7 +104,7 @@ class GuestsConsumer(LiveJsonConsumer):
 
     async def _watch(self):
         """Membership re-check every ACCESS_RECHECK s; a fresh read every
-        RESNAPSHOT s (events lost while Redis was down)."""
+        settings.GUESTS_RESNAPSHOT s (events lost while Redis was down)."""
         ticks = 0
         try:
             while True:
@@ -116,7 +113,7 @@ class GuestsConsumer(LiveJsonConsumer):
                     await self.close(code=CLOSE_FORBIDDEN)
                     return
                 ticks += 1
-                if ticks * ACCESS_RECHECK >= RESNAPSHOT:
+                if ticks * ACCESS_RECHECK >= settings.GUESTS_RESNAPSHOT:
                     ticks = 0
                     await self._snapshot()
         except asyncio.CancelledError:

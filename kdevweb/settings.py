@@ -231,6 +231,11 @@ BUILD_LOST_AFTER = envint("BUILD_LOST_AFTER", "30")
 # At most this many builds of one lab run at once; waiting builds start in
 # fair order across labs (builds/scheduling.py).
 BUILDS_PER_LAB = envint("BUILDS_PER_LAB", "2")
+# Live streams (guests/runtime/offsetstream.py, docs/streams.md): bytes of a
+# running build's log kept in Redis (older bytes come from the worker's
+# file), and seconds between the guest pages' safety re-reads of the rows.
+BUILD_STREAM_WINDOW = envint("BUILD_STREAM_WINDOW", str(8 * 1024 * 1024))
+GUESTS_RESNAPSHOT = float(os.getenv("GUESTS_RESNAPSHOT", "2.0"))
 BUILDS_DIR = Path(os.getenv("KDEVWEB_BUILDS_DIR", str(DATA_DIR / "builds")))
 # Pass --offline to nix: no substituters, cached flake inputs never expire.
 # The machines kdevweb was built on have no network; set False where

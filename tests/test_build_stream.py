@@ -101,7 +101,7 @@ def producer(build):
 
 def test_late_joiner_gets_every_byte_once_in_order(client_for, users, lab, workers, daphne):
     config = make_config(lab, users["operator"], extra_module="{ standin.logLines = 20000; }")
-    workers(KDEVWEB_BUILD_STREAM_WINDOW=TINY_WINDOW)
+    workers(BUILD_STREAM_WINDOW=TINY_WINDOW)
     build = services.build_start(revision=config.latest, user=users["operator"])
     # Join mid-build: the first bytes left Redis long ago, more are coming.
     wait_for(lambda: len(logstore.read_lines(build.workdir, 0, 500)) >= 500, 60, what="the first log lines")
@@ -147,7 +147,7 @@ def test_a_finished_build_is_served_while_redis_is_down(client_for, users, lab, 
 
 def test_resuming_with_from_has_no_gap_and_no_duplicate(client_for, users, lab, workers, daphne):
     config = make_config(lab, users["operator"], extra_module="{ standin.logLines = 30000; }")
-    workers(KDEVWEB_BUILD_STREAM_WINDOW=TINY_WINDOW)
+    workers(BUILD_STREAM_WINDOW=TINY_WINDOW)
     build = services.build_start(revision=config.latest, user=users["operator"])
     viewer = client_for(users["viewer"])
     page = Page()
@@ -221,7 +221,7 @@ def test_cancel_during_output_keeps_the_stream_exact(client_for, users, lab, wor
     """The watchdog writes "cancel requested" while nix is still printing:
     both writers go through one lock, so offsets stay exact."""
     config = make_config(lab, users["operator"], extra_module="{ standin.logLines = 400000; }")
-    workers(KDEVWEB_BUILD_STREAM_WINDOW=TINY_WINDOW)
+    workers(BUILD_STREAM_WINDOW=TINY_WINDOW)
     build = services.build_start(revision=config.latest, user=users["operator"])
     with _ws(daphne, build.pk, client_for(users["viewer"])) as ws:
         wait_for(lambda: len(logstore.read_lines(build.workdir, 0, 2000)) >= 2000, 60, what="output")
@@ -243,7 +243,7 @@ def test_the_page_reconnects_and_resumes_without_gap_or_duplicate(page, server, 
 
     config = make_config(lab, users["operator"],
                          extra_module="{ standin.logLines = 20000; standin.buildSeconds = 3; }")
-    workers(KDEVWEB_BUILD_STREAM_WINDOW=TINY_WINDOW)
+    workers(BUILD_STREAM_WINDOW=TINY_WINDOW)
     build = services.build_start(revision=config.latest, user=users["operator"])
     log_in(page, server, users["viewer"])
     page.goto(f"{server}/labs/{lab.slug}/builds/{build.pk}/")

@@ -88,7 +88,7 @@ def test_guest_events_drive_the_guest_pages(client_for, users, lab, tmp_path):
     from tests.test_builds import make_config
 
     base = short_dir()
-    proc, port = start_daphne(tmp_path / "daphne.log", KDEVWEB_GUESTS_RESNAPSHOT="60")
+    proc, port = start_daphne(tmp_path / "daphne.log", GUESTS_RESNAPSHOT="60")
     try:
         from guests import guest_services
 
