@@ -107,13 +107,15 @@ class LogFollower:
 
     # -- reading -----------------------------------------------------------------
 
-    def read(self) -> bytes:
+    def read(self, limit: int = -1) -> bytes:
         """Everything new since the last read (to the end of the current file,
-        and on through the files that rotation put after it)."""
+        and on through the files that rotation put after it); at most
+        ``limit`` bytes when it is given (a relay restarted after hours has
+        a large backlog, read in pieces: see relay.py LOG_READ_MAX)."""
         if self.fh is None:
             return b""
-        out = self.fh.read() or b""
-        while self.rotates:
+        out = self.fh.read(limit) or b""
+        while self.rotates and (limit < 0 or len(out) < limit):
             nxt = self._next_file()
             if nxt is None:
                 break
@@ -122,7 +124,7 @@ class LogFollower:
             self.fh = nxt
             self._save_state()
             self._rewatch()
-            out += self.fh.read() or b""
+            out += self.fh.read(limit - len(out) if limit >= 0 else -1) or b""
         return out
 
     def _next_file(self) -> BinaryIO | None:
