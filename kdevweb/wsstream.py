@@ -126,18 +126,39 @@ class Pump:
                 self.reader.skip_to(gap.end)
                 self.flow.skip(gap.end)
             return 0, 0
-        total = 0
-        for start, data in chunks:
-            stamp = self.reader.stamps.get(start)
-            # Range fills come in MBs; frames stay near CHUNK (daphne's limit is 1 MB).
+        total = sum(len(data) for _, data in chunks)
+        if chunks:
+            # One frame per CHUNK, not per entry: the chunks of one read are
+            # contiguous, and a frame costs the page and daphne about as much
+            # as its bytes (a reader behind by many small entries got one
+            # frame each). Range fills come in MBs; frames stay near CHUNK
+            # (daphne's limit is 1 MB). ``split`` keeps text at line ends.
+            start = chunks[0][0]
+            data = chunks[0][1] if len(chunks) == 1 else b"".join(d for _, d in chunks)
+            stamps = self._stamps(chunks)
             for offset, piece in self.split(start, data):
-                await self.send(offset, piece, stamp)
+                await self.send(offset, piece, _earliest(stamps, offset, offset + len(piece)))
                 self.flow.sent = offset + len(piece)
-            total += len(data)
         if events and self.on_events is not None:
             await self.on_events(events)
         return total, len(events)
 
+    def _stamps(self, chunks: list[tuple[int, bytes]]) -> list[tuple[int, int, float]]:
+        """(start, end, producer's stamp) of the chunks that have one."""
+        out = []
+        for start, data in chunks:
+            stamp = self.reader.stamps.get(start)
+            if stamp is not None:
+                out.append((start, start + len(data), stamp))
+        return out
+
     async def run(self) -> None:
         while True:
             await self.step()
+
+
+def _earliest(stamps: list[tuple[int, int, float]], start: int, end: int) -> float | None:
+    """The earliest stamp of the chunks overlapping [start, end): a merged
+    frame's latency is that of its oldest bytes (bench/log_latency.py)."""
+    found = [stamp for s, e, stamp in stamps if s < end and e > start]
+    return min(found) if found else None

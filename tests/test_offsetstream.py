@@ -76,6 +76,55 @@ def test_reader_without_local_or_producer_reports_a_gap():
     asyncio.run(run())
 
 
+
+def test_pump_sends_contiguous_entries_as_one_frame_with_the_earliest_stamp():
+    """Many small entries read at once go out as one frame (up to CHUNK),
+    with the first entry's offset; text (split_lines) is still cut at line
+    ends; a merged frame carries its oldest bytes' stamp."""
+    from kdevweb.wsstream import Flow, Pump
+
+    async def run():
+        client = _client()
+        keys = offsetstream.StreamKeys("test", secrets.token_hex(6))
+        # 12 entries of ~130 bytes, each published with its own stamp.
+        data = b""
+        for i in range(12):
+            piece = b"%03d " % i + b"x" * 120 + b"\n"
+            await offsetstream.publish(client, keys, [(len(data), piece)], stamp=1000.0 + i)
+            data += piece
+        frames = []
+
+        async def send(offset, piece, stamp):
+            frames.append((offset, piece, stamp))
+
+        flow = Flow(300)  # a page resuming mid-entry (entry 2 is [250, 375))
+        pump = Pump(offsetstream.StreamReader(client, keys, 300), flow, send=send)
+        assert await pump.step(block_ms=None) == (len(data) - 300, 0)
+        # Entry 2 was not read whole, so its stamp is not the frame's: entry 3's is.
+        assert frames == [(300, data[300:], 1003.0)] and flow.sent == len(data)
+
+        # Text past CHUNK: frames at line ends, each at most CHUNK, offsets exact.
+        base = len(data)
+        lines = b"".join(b"line %06d " % i + b"y" * (i % 200) + b"\n" for i in range(1500))
+        pieces = offsetstream.split_lines(base, lines, size=4096)
+        await offsetstream.publish(client, keys, pieces[:len(pieces) // 2], stamp=2000.0)
+        await offsetstream.publish(client, keys, pieces[len(pieces) // 2:], stamp=3000.0)
+        frames.clear()
+        pump = Pump(offsetstream.StreamReader(client, keys, base), Flow(base), send=send,
+                    split=offsetstream.split_lines)
+        got = 0
+        while got < len(lines):
+            got += (await pump.step(block_ms=None))[0]
+        assert b"".join(p for _, p, _ in frames) == lines
+        assert [o for o, _, _ in frames] == [base + sum(len(p) for _, p, _ in frames[:i]) for i in range(len(frames))]
+        assert all(p.endswith(b"\n") and len(p) <= offsetstream.CHUNK for _, p, _ in frames)
+        assert len(frames) < len(pieces) / 4, f"{len(pieces)} entries went out as {len(frames)} frames"
+        assert frames[0][2] == 2000.0 and frames[-1][2] == 3000.0
+        await client.delete(keys.out)
+        await client.aclose()
+
+    asyncio.run(run())
+
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_guest_events_drive_the_guest_pages(client_for, users, lab, tmp_path):
