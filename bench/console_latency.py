@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -235,6 +236,8 @@ def main() -> None:
     finally:
         stop(*procs)
         stop(redis_proc)
+        # The flood writes GBs (log and transcript): a run must not fill the disk.
+        shutil.rmtree(short, ignore_errors=True)
 
 
 if __name__ == "__main__":

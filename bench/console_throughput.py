@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -208,6 +209,8 @@ def main() -> None:
     finally:
         stop(*procs)
         stop(redis_proc)
+        # The flood writes GBs (log and transcript): a run must not fill the disk.
+        shutil.rmtree(short, ignore_errors=True)
 
 
 if __name__ == "__main__":
