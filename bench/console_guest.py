@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import socket
 import sys
 import threading
@@ -74,6 +75,27 @@ async def viewer(url: str, headers: dict, start_offset: int, ready: asyncio.Even
         result["data"] = data
         result["frames"] = frames[0]
         reader.cancel()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def qemu_pid(run_dir: Path) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"qemu" in cmdline and str(run_dir).encode() in cmdline:
+                return int(entry.name)
+    return None
 
 
 def main() -> None:
@@ -200,9 +222,15 @@ def main() -> None:
                 return t0, results
 
             entries_before = redis_client.xlen(offsetstream.console_keys(guest.pk, console).out)
+            # Who used the 2 cores during the burst (the guest needs one for itself under TCG).
+            who = {"qemu": qemu_pid(host.guest_run_dir(guest.pk)), "relay": procs[1].pid, "daphne": procs[2].pid,
+                   "redis": redis_proc.pid, "bench (viewers)": os.getpid()}
+            cpu_before = {name: cpu_seconds(pid) if pid else 0.0 for name, pid in who.items()}
             samples.clear()
             sampling.set()
             t0, results = asyncio.run(run())
+            took = time.perf_counter() - t0
+            cpu = {name: (cpu_seconds(pid) if pid else 0.0) - cpu_before[name] for name, pid in who.items()}
             end = wait_transcript(END, head, 10, bdir)
             sampling.clear()
             on_disk = next((t for t, h in samples if h >= end), float("nan")) - t0
@@ -220,6 +248,8 @@ def main() -> None:
                   f"frames per viewer {min(r['frames'] for r in results)}-{max(r['frames'] for r in results)}")
             print(f"      the guest's own rate (transcript on disk complete after {on_disk:.2f} s): "
                   f"{mb / on_disk:.2f} MB/s; last viewer done {max(times) - on_disk:+.3f} s after that")
+            print("      CPU used during the burst (% of one core): " + ", ".join(
+                f"{name} {100 * used / took:.0f}%" for name, used in cpu.items()) + f"; load {os.getloadavg()[0]:.2f}")
         for console in CONSOLES:
             stats = [(b.boot, b.end) for b in transcript.boots(transcript_dir(host, guest.pk, console))]
             print(f"{console} transcript boots (boot, end offset): {stats}")

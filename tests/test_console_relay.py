@@ -399,9 +399,9 @@ def test_sustained_small_writes_are_merged_and_a_lone_write_after_idle_goes_at_o
     0.4 s so timing on a loaded machine cannot blur it); the first bytes
     after a quiet spell are published at once; a full entry is not held;
     offsets and bytes stay exact."""
-    from guests.runtime import relay as relay_module
+    from guests.runtime import relaypublish
 
-    monkeypatch.setattr(relay_module, "COALESCE", 0.4)
+    monkeypatch.setattr(relaypublish, "COALESCE", 0.4)
     h = Harness(tmp_path)
 
     async def first_entry_after(redis, last_id, timeout=5.0):
@@ -453,7 +453,7 @@ def test_sustained_small_writes_are_merged_and_a_lone_write_after_idle_goes_at_o
 
         # A full entry's worth is not held back for COALESCE (the "k" was
         # just published, so from now on output is held).
-        monkeypatch.setattr(relay_module, "COALESCE", 30.0)
+        monkeypatch.setattr(relaypublish, "COALESCE", 30.0)
         big = os.urandom(offsetstream.CHUNK + 1000)
         for i in range(0, len(big), 1000):
             await h.emit(big[i:i + 1000])

@@ -11,7 +11,7 @@ host) holds the connection for the guest's whole life and:
   (:mod:`.offsetstream`: pipelined XADD, trimmed to a window; a publish
   that fails is not retried — readers fill gaps by range request). The
   first bytes after a quiet spell go at once; under sustained output reads
-  are merged into at most one publish per ``COALESCE`` (see there);
+  are merged into at most one publish per ``COALESCE`` (:mod:`.relaypublish`);
 * answers range requests from its transcript (viewers on other machines);
 * writes operators' input, read in order from the input stream, to the
   guest. Input is never dropped silently: input older than ``STALE_INPUT``
@@ -45,13 +45,14 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from guests.runtime import offsetstream
 from guests.runtime.logfollow import LogFollower
 from guests.runtime.offsetstream import StreamKeys
+from guests.runtime.relaypublish import OutputPublisher, RelayStats
 from guests.runtime.relaysource import ChardevSource, Connection, ConsoleSource
 from guests.runtime.transcript import TranscriptWriter, read_range
 
@@ -60,19 +61,13 @@ log = logging.getLogger(__name__)
 # Input queued longer than this (e.g. while no relay ran) is not typed
 # into the guest hours later: it is reported as dropped.
 STALE_INPUT = 10.0
-# Pending output kept for Redis while a publish is in flight or failing;
-# past it the relay stops buffering (readers fill the gap from disk).
-MAX_PENDING = 16 * 1024 * 1024
 HEARTBEAT = 1.0
-# Under sustained output the relay publishes at most once per COALESCE
-# seconds; the first bytes after a quiet spell of that length go at once.
-# Why: a real guest's serial line reaches us in ~130-byte reads, and every
-# entry costs each viewer an XREAD wake-up and a websocket frame (measured:
-# 23k frames per viewer for a 2.9 MB burst; 10 viewers fell 15-22 s behind
-# and the guest itself slowed). Holding bytes a few ms while more keep
-# coming makes entries of KBs; an echo after idle is not held (the latency
-# bench types one key 5 ms after the last echo arrived, so >= 5 ms apart).
-COALESCE = 0.004
+# As publishing (relaypublish.COALESCE), the reading: while output keeps coming, the log and the socket are
+# read at most once per READ_GAP. QEMU writes the serial line a few bytes at
+# a time (log and socket each), and a read per write cost the relay ~90 us
+# (measured: 43% of a core at 5000 writes/s, CPU the guest under TCG needs);
+# the kernel buffers a socket's bytes meanwhile, so the guest never waits.
+READ_GAP = 0.004
 # How often the log is read with nothing waking us: a safety net with an
 # inotify watch, the latency of a byte logged after its socket wake-up without.
 LOG_LOOK = 1.0
@@ -82,17 +77,6 @@ LOG_POLL = 0.05
 # this event loop (every console of the host: sockets unread, guests
 # blocked in their writes) for as long as the copy takes.
 LOG_READ_MAX = 4 * 1024 * 1024
-
-
-@dataclass
-class RelayStats:
-    received: int = 0
-    published: int = 0
-    entries: int = 0  # stream entries written (reads are merged into fewer)
-    publish_failures: int = 0
-    input_bytes: int = 0
-    input_dropped: int = 0
-    connects: int = 0
 
 
 class ConsoleRelay:
@@ -115,10 +99,7 @@ class ConsoleRelay:
         self.stats = RelayStats()
         self._conn: Connection | None = None
         self._connected = asyncio.Event()
-        self._pending: list[tuple[int, bytes]] = []
-        self._pending_bytes = 0
-        self._wake = asyncio.Event()
-        self._holding = False  # the publish loop gathers output (sustained output)
+        self.publisher = OutputPublisher(redis, keys, self.stats, window=window)
         # Ending a boot gzips its file (seconds for a long boot): in a thread,
         # as every console of the host shares this event loop and a QEMU
         # whose socket nobody reads blocks in its write (the guest slows).
@@ -132,7 +113,7 @@ class ConsoleRelay:
     async def run(self) -> None:
         """Run until cancelled (or :meth:`stop`)."""
         tasks = [asyncio.create_task(self._forever(loop)) for loop in (
-            self._attach_loop, self._publish_loop, self._input_loop,
+            self._attach_loop, self.publisher.run, self._input_loop,
             lambda: offsetstream.serve_ranges(self.redis, self.keys, self._read_range), self._heartbeat_loop)]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -142,7 +123,7 @@ class ConsoleRelay:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self._flush_final()
+            self.publisher.clear()
             self.transcript.close()
 
     async def _forever(self, loop: Callable[[], Awaitable[None]]) -> None:
@@ -255,8 +236,10 @@ class ConsoleRelay:
 
     async def _pump(self, conn: Connection, follower: LogFollower | None) -> None:
         if follower is None:
+            loop, last = asyncio.get_running_loop(), -READ_GAP
             while data := await conn.read():
                 self._output(data)
+                last = await _gap_after(last, loop, len(data))
             return
         # The log is the source; what wakes us to read it: inotify on the log
         # (the guest's write to it), the connection's bytes (written just
@@ -264,24 +247,33 @@ class ConsoleRelay:
         wake = asyncio.Event()
         conn_ahead = False  # the connection had bytes since the log last gave any
 
+        loop = asyncio.get_running_loop()
+
         async def drain() -> None:
             # Read the connection so the guest never waits on us; its bytes are the log's.
             nonlocal conn_ahead
+            last = -READ_GAP
             try:
-                while await conn.read():
+                while data := await conn.read():
                     conn_ahead = True
                     wake.set()
+                    last = await _gap_after(last, loop, len(data))
             finally:
                 wake.set()
 
-        loop = asyncio.get_running_loop()
         watched = follower.watch(wake.set)
         drainer = asyncio.ensure_future(drain())
+        last = -READ_GAP  # when the log last gave bytes
         try:
             while True:
+                # Sustained output: let the guest's writes gather in the log.
+                if last + READ_GAP > loop.time():
+                    await asyncio.sleep(last + READ_GAP - loop.time())
                 # After the watch exists: a write before it is read here, one after it wakes us.
                 got = self._follow_log(follower)
                 if got:
+                    # A big read: the guest writes fast, read on at once (not throttled).
+                    last = loop.time() if got < offsetstream.CHUNK else -READ_GAP
                     conn_ahead = False
                     if got == LOG_READ_MAX:
                         # A backlog: read on after letting the socket and the other consoles run.
@@ -307,73 +299,7 @@ class ConsoleRelay:
     def _output(self, data: bytes) -> None:
         offset = self.transcript.append(data)
         self.stats.received += len(data)
-        if self._pending_bytes + len(data) > MAX_PENDING:
-            return  # Redis is not keeping up or down: readers fill from disk
-        self._pending.append((offset, data))
-        self._pending_bytes += len(data)
-        # While the publish loop holds output back, only a full entry wakes it
-        # (a wake-up per 130-byte read would cost what holding saves).
-        if not self._holding or self._pending_bytes >= offsetstream.CHUNK:
-            self._wake.set()
-
-    def _take_pending(self) -> list[tuple[int, bytes]]:
-        """Pending output merged into contiguous CHUNK-sized entries."""
-        merged: list[tuple[int, bytes]] = []
-        run_start, run = -1, bytearray()
-        for offset, data in self._pending:
-            if run and offset != run_start + len(run):
-                merged += offsetstream.split(run_start, bytes(run))
-                run = bytearray()
-            if not run:
-                run_start = offset
-            run += data
-        if run:
-            merged += offsetstream.split(run_start, bytes(run))
-        self._pending.clear()
-        self._pending_bytes = 0
-        return merged
-
-    async def _publish_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        last = -COALESCE  # when the last publish began
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            # Nagle-like: output that arrived while a publish was in flight is
-            # taken together; and if the last publish began less than COALESCE
-            # ago (output keeps coming), hold until then unless an entry is full.
-            hold = last + COALESCE - loop.time()
-            if hold > 0 and self._pending_bytes < offsetstream.CHUNK:
-                self._holding = True
-                timer = loop.call_later(hold, self._wake.set)
-                try:
-                    await self._wake.wait()
-                finally:
-                    timer.cancel()
-                    self._holding = False
-                    self._wake.clear()
-            if not self._pending:
-                continue
-            last = loop.time()
-            chunks = self._take_pending()
-            try:
-                await offsetstream.publish(self.redis, self.keys, chunks, window=self.window)
-                self.stats.published += sum(len(d) for _, d in chunks)
-                self.stats.entries += len(chunks)
-            except Exception as exc:  # noqa: BLE001 - Redis down or stream reset; disk has the bytes
-                self.stats.publish_failures += 1
-                if "equal or smaller" in str(exc):
-                    # The stream is ahead of our transcript (its directory was
-                    # replaced): start the stream over from our offsets.
-                    log.warning("console stream %s is ahead of the transcript; resetting it", self.keys.out)
-                    with contextlib.suppress(Exception):
-                        await self.redis.delete(self.keys.out)
-                else:
-                    log.warning("publishing %s failed (%s); readers will fill from disk", self.keys.out, exc)
-                    await asyncio.sleep(0.5)
-
-    def _flush_final(self) -> None:
-        self._pending.clear()
+        self.publisher.add(offset, data)
 
     async def _read_range(self, start: int, end: int) -> bytes:
         return await asyncio.to_thread(read_range, self.transcript.directory, start, end)
@@ -460,6 +386,21 @@ class ConsoleRelay:
             except Exception as exc:  # noqa: BLE001
                 log.warning("console heartbeat failed: %s", exc)
             await asyncio.sleep(HEARTBEAT)
+
+
+async def _gap_after(last: float, loop: asyncio.AbstractEventLoop, size: int) -> float:
+    """After a small read that came less than READ_GAP after the previous one
+    (``last``), wait out the gap: the next read then takes many writes at
+    once. A read after a quiet spell waits for nothing, nor does a full one
+    (``size`` a CHUNK: more is waiting, and a fast guest must not wait on
+    us). Returns the time to count the next gap from."""
+    now = loop.time()
+    if size >= offsetstream.CHUNK:
+        return -READ_GAP
+    if now - last < READ_GAP:
+        await asyncio.sleep(READ_GAP - (now - last))
+        return loop.time()
+    return now
 
 
 def redis_client(url: str, password: str | None = None) -> Any:
