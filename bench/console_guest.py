@@ -249,7 +249,8 @@ def main() -> None:
             print(f"      the guest's own rate (transcript on disk complete after {on_disk:.2f} s): "
                   f"{mb / on_disk:.2f} MB/s; last viewer done {max(times) - on_disk:+.3f} s after that")
             print("      CPU used during the burst (% of one core): " + ", ".join(
-                f"{name} {100 * used / took:.0f}%" for name, used in cpu.items()) + f"; load {os.getloadavg()[0]:.2f}")
+                f"{name} {100 * used / took:.0f}%" if who[name] else f"{name} n/a" for name, used in cpu.items())
+                + f"; load {os.getloadavg()[0]:.2f}")
         for console in CONSOLES:
             stats = [(b.boot, b.end) for b in transcript.boots(transcript_dir(host, guest.pk, console))]
             print(f"{console} transcript boots (boot, end offset): {stats}")
