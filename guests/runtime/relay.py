@@ -11,7 +11,8 @@ host) holds the connection for the guest's whole life and:
   (:mod:`.offsetstream`: pipelined XADD, trimmed to a window; a publish
   that fails is not retried — readers fill gaps by range request). The
   first bytes after a quiet spell go at once; under sustained output reads
-  are merged into at most one publish per ``COALESCE`` (:mod:`.relaypublish`);
+  are merged into at most one publish per ``COALESCE`` (:mod:`.relaypublish`),
+  and the log and socket are read at most once per ``READ_GAP``;
 * answers range requests from its transcript (viewers on other machines);
 * writes operators' input, read in order from the input stream, to the
   guest. Input is never dropped silently: input older than ``STALE_INPUT``
