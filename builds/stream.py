@@ -129,9 +129,9 @@ class BuildPublisher:
             self.served += len(data)
             return data
 
-        ranges = asyncio.create_task(self._forever(lambda: offsetstream.serve_ranges(client, self.keys,
-                                                                                     read_range)))
-        heartbeat = asyncio.create_task(self._forever(lambda: self._heartbeat(client)))
+        ranges = asyncio.create_task(offsetstream.run_forever(
+            lambda: offsetstream.serve_ranges(client, self.keys, read_range), self.keys.prefix))
+        heartbeat = asyncio.create_task(offsetstream.run_forever(lambda: self._heartbeat(client), self.keys.prefix))
         try:
             await self._start(client)
             await self._publish_loop(client)
@@ -157,18 +157,6 @@ class BuildPublisher:
             await client.delete(self.keys.out, self.keys.requests, self.keys.producer)
         except Exception as exc:  # noqa: BLE001
             log.warning("resetting %s failed: %s", self.keys.prefix, exc)
-
-    async def _forever(self, loop: Any) -> None:
-        """Restart a helper loop a second after an error (Redis restarting)."""
-        while True:
-            try:
-                await loop()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                log.warning("%s: helper failed (%s); restarting it", self.keys.prefix, exc)
-                await asyncio.sleep(1.0)
 
     async def _beat(self, client: Any, *, running: bool) -> None:
         info = {"head": self._head, "running": running, "served": self.served, "pid": os.getpid()}

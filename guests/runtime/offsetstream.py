@@ -52,11 +52,15 @@ helpers marked so, a synchronous ``redis.Redis``).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+_log = logging.getLogger(__name__)
 
 # Chunks are cut at this size: one XADD entry, one websocket frame.
 CHUNK = 64 * 1024
@@ -208,6 +212,21 @@ async def expire(redis: Any, keys: StreamKeys, seconds: int) -> None:
         pipe.expire(key, seconds)
     await pipe.execute()
 
+
+
+async def run_forever(loop: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run a producer's helper ``loop()`` (range server, heartbeat, ...);
+    restart it a second after an error: Redis restarting must not cost a
+    running build or a guest's console its producer."""
+    while True:
+        try:
+            await loop()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            _log.warning("%s: %s failed (%s); restarting it", what, getattr(loop, "__name__", "helper"), exc)
+            await asyncio.sleep(1.0)
 
 # -- range requests (answered by the producer) ---------------------------------------
 

@@ -45,7 +45,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -113,7 +112,7 @@ class ConsoleRelay:
 
     async def run(self) -> None:
         """Run until cancelled (or :meth:`stop`)."""
-        tasks = [asyncio.create_task(self._forever(loop)) for loop in (
+        tasks = [asyncio.create_task(offsetstream.run_forever(loop, f"console relay {self.keys.prefix}")) for loop in (
             self._attach_loop, self.publisher.run, self._input_loop,
             lambda: offsetstream.serve_ranges(self.redis, self.keys, self._read_range), self._heartbeat_loop)]
         try:
@@ -126,20 +125,6 @@ class ConsoleRelay:
             await asyncio.gather(*tasks, return_exceptions=True)
             self.publisher.clear()
             self.transcript.close()
-
-    async def _forever(self, loop: Callable[[], Awaitable[None]]) -> None:
-        """Run ``loop()``; restart it a second after an error (Redis restarting,
-        say): the guest's console must not lose its relay over it."""
-        while True:
-            try:
-                await loop()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                log.warning("console relay %s: %s failed (%s); restarting it", self.keys.prefix,
-                            getattr(loop, "__name__", "range server"), exc)
-                await asyncio.sleep(1.0)
 
     def stop(self) -> None:
         self._stopping = True
