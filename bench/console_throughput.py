@@ -1,4 +1,4 @@
-"""Console throughput and keystroke latency through the real path:
+"""Console throughput and memory through the real path:
 fake QEMU chardev (tests/fakechardev.py) → relay (its own process) →
 Redis Stream → daphne (ConsoleConsumer) → N websocket viewers that
 acknowledge like console.js does.
@@ -7,8 +7,9 @@ Usage: .venv/bin/python bench/console_throughput.py [MB] [VIEWERS,...]
 (default 20 MB and 1,10,50 viewers). Prints, per viewer count, the time
 until every viewer had the whole burst, per-viewer and total MB/s, and
 whether every viewer's bytes hash equal to the relay's transcript; then
-keystroke → echo round trips (idle, and while another console floods);
-then the relay's memory with 100 idle consoles.
+the relay's and daphne's memory while one slow viewer (never acknowledging)
+watches a flood; then the relay's memory with 100 idle consoles.
+Keystroke latency: bench/console_latency.py.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import percentiles, setup, start, stop
+from common import setup, start, stop
 
 MB = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 COUNTS = [int(n) for n in (sys.argv[2] if len(sys.argv) > 2 else "1,10,50").split(",")]
@@ -139,60 +140,48 @@ def main() -> None:
                   f"{MB / max(times):.1f}-{MB / min(times):.1f} MB/s; total {count * MB / max(times):.1f} MB/s; "
                   f"hashes equal to the transcript: {equal}")
 
-        # Keystroke round trips: one byte typed, its echo seen on the same page.
-        async def round_trips(n: int) -> list[float]:
-            from websockets.asyncio.client import connect
-
-            url = f"ws://127.0.0.1:{port}/ws/labs/{lab.slug}/guests/{guest.pk}/console/ttyS0/?from={transcript.head(tdir)}"
-            out = []
-            async with connect(url, additional_headers=headers, max_size=None) as ws:
-                await asyncio.sleep(0.3)
-                for i in range(n):
-                    key = bytes([97 + i % 26])
-                    t = time.perf_counter()
-                    await ws.send(key)
-                    while True:
-                        frame = await ws.recv()
-                        if isinstance(frame, bytes) and key in frame[8:]:
-                            break
-                    out.append((time.perf_counter() - t) * 1000)
-                    await asyncio.sleep(0.01)
-            return out
-
-        print("keystroke -> echo, idle (ms):", percentiles(asyncio.run(round_trips(200))))
+        # One slow viewer during a flood: it takes the first MB and never
+        # acknowledges. Its consumer stops pulling at HIGH_WATER, so neither
+        # daphne nor the relay may grow while the guest keeps writing.
         flood_guest, flood_dev, flood_relay, _ = make_guest("flood")
         procs.append(flood_relay)
-        stop_flood = threading.Event()
 
-        def flood():
-            chunk = os.urandom(65536)
-            while not stop_flood.is_set():
-                flood_dev.emit(chunk)
-
-        async def flood_viewer():
+        async def slow_viewer(stop_at: asyncio.Event) -> int:
             from websockets.asyncio.client import connect
 
             url = f"ws://127.0.0.1:{port}/ws/labs/{lab.slug}/guests/{flood_guest.pk}/console/ttyS0/"
+            got = 0
             async with connect(url, additional_headers=headers, max_size=None) as ws:
-                got = 0
-                while not stop_flood.is_set():
-                    frame = await ws.recv()
+                while not stop_at.is_set():
+                    try:
+                        frame = await asyncio.wait_for(ws.recv(), 0.2)
+                    except TimeoutError:
+                        continue
                     if isinstance(frame, bytes):
-                        got = int.from_bytes(frame[:8], "big") + len(frame) - 8
-                        await ws.send(json.dumps({"type": "ack", "offset": got}))
+                        got += len(frame) - 8
+            return got
 
-        flooder = threading.Thread(target=flood, daemon=True)
-        flooder.start()
-
-        async def during_flood():
-            watcher = asyncio.create_task(flood_viewer())
+        async def flood_with_slow_viewer() -> tuple[int, list[tuple[int, int]]]:
+            stop_at = asyncio.Event()
+            watcher = asyncio.create_task(slow_viewer(stop_at))
+            await asyncio.sleep(0.5)
+            chunk = os.urandom(65536)
+            samples = []
+            for i in range(4 * MB * 16):  # 4 x MB in 64 KB writes
+                await asyncio.to_thread(flood_dev.emit, chunk)
+                if i % 160 == 0:
+                    samples.append((rss_kib(flood_relay.pid), rss_kib(daphne.pid)))
             await asyncio.sleep(1.0)
-            samples = await round_trips(200)
-            stop_flood.set()
-            watcher.cancel()
-            return samples
+            samples.append((rss_kib(flood_relay.pid), rss_kib(daphne.pid)))
+            stop_at.set()
+            return await watcher, samples
 
-        print("keystroke -> echo while another console floods (ms):", percentiles(asyncio.run(during_flood())))
+        received, samples = asyncio.run(flood_with_slow_viewer())
+        relay_mib = [r / 1024 for r, _ in samples]
+        daphne_mib = [d / 1024 for _, d in samples]
+        print(f"slow viewer (never acks) during a {4 * MB} MB flood: it received {received / 1048576:.2f} MB; "
+              f"flood relay RSS {min(relay_mib):.1f}-{max(relay_mib):.1f} MiB, "
+              f"daphne RSS {min(daphne_mib):.1f}-{max(daphne_mib):.1f} MiB over {len(samples)} samples")
         print(f"relay RSS after the bursts: {rss_kib(relay.pid) / 1024:.1f} MiB (one console)")
 
         # 100 idle consoles in one relay process (manage.py consolerelay's RelayPool).
