@@ -85,3 +85,21 @@ def stop(*procs: subprocess.Popen) -> None:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def fake_console_rows(lab, user, run_dir: Path):
+    """(config, host, kernel, build) rows for console benches whose guests
+    are fake chardevs, not QEMU: nothing here is booted or built."""
+    from builds.models import Build, Status
+    from guests import services as guests
+    from guests.vm_models import Host, Kernel
+    from tests.helpers import sample_settings
+
+    config = guests.configuration_create(lab=lab, name="c", user=user, settings=sample_settings())
+    host = Host.objects.create(name="bench", run_dir=str(run_dir), accel="tcg")
+    kernel = Kernel.objects.create(host=host, name="k", image="/boot/x", modules_dir="/lib/modules/x", version="x")
+    revision = config.latest
+    assert revision is not None
+    build = Build.objects.create(lab=lab, revision=revision, created_by=user, attr="toplevel",
+                                 status=Status.SUCCEEDED, out_path="/nix/store/x")
+    return config, host, kernel, build

@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import setup, start, stop
+from common import fake_console_rows, setup, start, stop
 
 IDLE = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 2000
 FLOOD = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2].isdigit() else 1000
@@ -155,23 +155,14 @@ def main() -> None:
     from django.conf import settings
     from django.test import Client
 
-    from builds.models import Build, Status
-    from guests import services as guests
     from guests.runtime import offsetstream
-    from guests.vm_models import Guest, Host, Kernel
-    from tests.helpers import sample_settings
+    from guests.vm_models import Guest
     from tests.procs import free_port
 
     data_dir = Path(settings.DATA_DIR)
     short = Path(f"/tmp/kcl-{os.getpid()}")
     short.mkdir(exist_ok=True)
-    config = guests.configuration_create(lab=lab, name="c", user=user, settings=sample_settings())
-    host = Host.objects.create(name="bench", run_dir=str(short), accel="tcg")
-    kernel = Kernel.objects.create(host=host, name="k", image="/boot/x", modules_dir="/lib/modules/x", version="x")
-    revision = config.latest
-    assert revision is not None
-    build = Build.objects.create(lab=lab, revision=revision, created_by=user, attr="toplevel",
-                                 status=Status.SUCCEEDED, out_path="/nix/store/x")
+    config, host, kernel, build = fake_console_rows(lab, user, short)
     procs = []
 
     def make_guest(name: str, *extra: str):

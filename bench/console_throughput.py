@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import setup, start, stop
+from common import fake_console_rows, setup, start, stop
 
 MB = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 COUNTS = [int(n) for n in (sys.argv[2] if len(sys.argv) > 2 else "1,10,50").split(",")]
@@ -66,24 +66,15 @@ def main() -> None:
     from django.conf import settings
     from django.test import Client
 
-    from builds.models import Build, Status
-    from guests import services as guests
     from guests.runtime import transcript
-    from guests.vm_models import Guest, Host, Kernel
+    from guests.vm_models import Guest
     from tests.fakechardev import FakeChardev
-    from tests.helpers import sample_settings
     from tests.procs import free_port
 
     data_dir = Path(settings.DATA_DIR)
     short = Path(os.path.join("/tmp", f"kcb-{os.getpid()}"))
     short.mkdir(exist_ok=True)
-    config = guests.configuration_create(lab=lab, name="c", user=user, settings=sample_settings())
-    host = Host.objects.create(name="bench", run_dir=str(short), accel="tcg")
-    kernel = Kernel.objects.create(host=host, name="k", image="/boot/x", modules_dir="/lib/modules/x", version="x")
-    revision = config.latest
-    assert revision is not None
-    build = Build.objects.create(lab=lab, revision=revision, created_by=user, attr="toplevel",
-                                 status=Status.SUCCEEDED, out_path="/nix/store/x")
+    config, host, kernel, build = fake_console_rows(lab, user, short)
 
     def make_guest(name: str):
         guest = Guest.objects.create(lab=lab, name=name, configuration=config, build=build, host=host,
