@@ -154,7 +154,10 @@ class ByteReader:
 def raw_stream(directory: Path, name: str = PLAIN):
     """(file object, is_gzipped) for downloading a log file, or (None, False)."""
     directory = Path(directory)
-    for candidate, gzipped in ((name + ".gz", True), (name, False)):
+    # Plain first: compress() writes the .gz before it unlinks the plain
+    # file, so a plain file missing here means the .gz is complete. The
+    # other order can miss both while a build's log is being compressed.
+    for candidate, gzipped in ((name, False), (name + ".gz", True)):
         try:
             return open(directory / candidate, "rb"), gzipped
         except FileNotFoundError:

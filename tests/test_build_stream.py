@@ -83,8 +83,12 @@ class Page:
 
 
 def stored_bytes(build) -> bytes:
-    plain, packed = build.workdir / logstore.PLAIN, build.workdir / logstore.COMPRESSED
-    return gzip.decompress(packed.read_bytes()) if packed.exists() else plain.read_bytes()
+    # Through the store's own opener: the worker may compress the log while
+    # this reads it, and checking log.gz then reading log raced with it.
+    fh, gzipped = logstore.raw_stream(build.workdir)
+    assert fh is not None, "no log stored"
+    with fh:
+        return gzip.decompress(fh.read()) if gzipped else fh.read()
 
 
 def assert_exact(page, build, start=0):
