@@ -37,7 +37,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils import timezone
 
-from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_BAD_FRAME, CLOSE_FORBIDDEN
+from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_BAD_FRAME, CLOSE_FORBIDDEN, FramesWithoutOrm
 # Pull/ack flow control shared with the build log (one place for both).
 from kdevweb.wsstream import HIGH_WATER, NO_CHANNEL_LAYER, Flow, Pump, redis_for_loop  # noqa: F401 - HIGH_WATER: tests
 
@@ -94,7 +94,7 @@ def _audit(rows: list[ConsoleInput]) -> None:
     ConsoleInput.objects.bulk_create(rows)
 
 
-class ConsoleConsumer(AsyncWebsocketConsumer):
+class ConsoleConsumer(FramesWithoutOrm, AsyncWebsocketConsumer):
     channel_layer_alias = NO_CHANNEL_LAYER  # all of it comes from the offset stream
 
     async def connect(self):

@@ -17,7 +17,26 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_BAD_FRAME = 4400
 
 
-class LiveJsonConsumer(AsyncJsonWebsocketConsumer):
+class FramesWithoutOrm:
+    """Mixed into a consumer whose page-to-server frames touch no database.
+
+    Channels (4.2 on) hops to the ORM's thread to close stale connections
+    before *every* handler, each incoming frame included: a keystroke or an
+    acknowledgement then waits for that thread (and the GIL hand-off back),
+    2-5 ms of a console's round trip on a busy host. kdevweb's frame
+    handlers use no ORM; what they record goes through
+    ``database_sync_to_async``, which closes stale connections around its
+    own call. Connect and disconnect keep Channels' behaviour.
+    """
+
+    async def dispatch(self, message):
+        if message.get("type") == "websocket.receive":
+            await self.websocket_receive(message)
+            return
+        await super().dispatch(message)
+
+
+class LiveJsonConsumer(FramesWithoutOrm, AsyncJsonWebsocketConsumer):
     """A server-to-page JSON stream whose clients have nothing to say."""
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
