@@ -64,6 +64,13 @@ class Harness:
         return ConsoleRelay(socket_path=self.sock, transcript_dir=self.dir, redis=redis, keys=self.keys,
                             logfile=self.log, reconnect_interval=0.05, **self.kwargs)
 
+    async def attach(self, redis):
+        """A relay running on this console, once it holds the connection."""
+        relay = self.relay(redis)
+        task = asyncio.create_task(relay.run())
+        await asyncio.to_thread(self.chardev.wait_client)
+        return relay, task
+
 
 def run(coro):
     # A stuck step fails the test instead of hanging the run.
@@ -77,9 +84,7 @@ def test_output_reaches_transcript_and_readers_in_order(tmp_path):
 
     async def main():
         redis = redis_client(settings.REDIS_URL)
-        relay = h.relay(redis)
-        task = asyncio.create_task(relay.run())
-        await asyncio.to_thread(h.chardev.wait_client)
+        relay, task = await h.attach(redis)
         expected = bytearray(b"early boot\r\n")
         for i in range(200):
             data = os.urandom(secrets.randbelow(3000) + 1)
@@ -105,9 +110,7 @@ def test_qemu_restart_begins_a_new_boot_and_offsets_continue(tmp_path):
 
     async def main():
         redis = redis_client(settings.REDIS_URL)
-        relay = h.relay(redis)
-        task = asyncio.create_task(relay.run())
-        await asyncio.to_thread(h.chardev.wait_client)
+        relay, task = await h.attach(redis)
         await h.emit(b"boot one\r\n")
         await _until(lambda: relay.transcript.offset == 10, what="boot one")
         await asyncio.to_thread(h.chardev.restart)  # QEMU exits, a new one starts
@@ -138,18 +141,14 @@ def test_relay_restart_resumes_the_boot_from_qemus_logfile(tmp_path):
 
     async def main():
         redis = redis_client(settings.REDIS_URL)
-        relay = h.relay(redis)
-        task = asyncio.create_task(relay.run())
-        await asyncio.to_thread(h.chardev.wait_client)
+        relay, task = await h.attach(redis)
         await h.emit(b"A" * 1000)
         await _until(lambda: relay.transcript.offset == 1000, what="first bytes")
         task.cancel()  # the relay dies; the guest (QEMU) runs on
         await asyncio.gather(task, return_exceptions=True)
         await _until(lambda: not h.chardev.connected.is_set(), what="disconnect")
         h.chardev.emit(b"B" * 500)  # while nobody is attached: only the logfile has it
-        relay = h.relay(redis)
-        task = asyncio.create_task(relay.run())
-        await asyncio.to_thread(h.chardev.wait_client)
+        relay, task = await h.attach(redis)
         await h.emit(b"C" * 300)
         await _until(lambda: relay.transcript.offset == 1800, what="resumed boot")
         assert [b.boot for b in transcript.boots(h.dir)] == [1]  # same QEMU: same boot
@@ -171,9 +170,7 @@ def test_input_is_written_in_order_and_stale_input_is_reported(tmp_path):
         # Queued long ago while no relay ran: must not be typed now.
         stale_id = f"{int(time.time() * 1000) - 60_000}-0"
         await redis.xadd(h.keys.input, {"d": b"rm -rf /tmp/x\r", "u": "alice"}, id=stale_id)
-        relay = h.relay(redis)
-        task = asyncio.create_task(relay.run())
-        await asyncio.to_thread(h.chardev.wait_client)
+        relay, task = await h.attach(redis)
         keys = [f"key{i};".encode() for i in range(300)]
         pipe = redis.pipeline(transaction=False)
         for k in keys:
@@ -199,9 +196,7 @@ def test_reader_behind_the_window_is_served_from_the_relays_disk(tmp_path):
 
     async def main():
         redis = redis_client(settings.REDIS_URL)
-        relay = h.relay(redis)
-        task = asyncio.create_task(relay.run())
-        await asyncio.to_thread(h.chardev.wait_client)
+        relay, task = await h.attach(redis)
         payload = os.urandom(3 * 1024 * 1024)
         for i in range(0, len(payload), 50_000):
             await h.emit(payload[i:i + 50_000])
@@ -253,9 +248,7 @@ def test_relay_survives_a_redis_restart(tmp_path, redis_control):
 
     async def main():
         redis = redis_client(settings.REDIS_URL)
-        relay = h.relay(redis)
-        task = asyncio.create_task(relay.run())
-        await asyncio.to_thread(h.chardev.wait_client)
+        relay, task = await h.attach(redis)
         await h.emit(b"before\r\n")
         await _until(lambda: relay.stats.published == 8, what="published")
         await asyncio.to_thread(redis_control.restart)  # the stream is gone with it (no persistence)
@@ -337,9 +330,7 @@ def test_a_byte_logged_after_its_socket_wakeup_arrives_at_once(tmp_path, monkeyp
 
     async def main():
         redis = redis_client(settings.REDIS_URL)
-        relay = h.relay(redis)
-        task = asyncio.create_task(relay.run())
-        await asyncio.to_thread(h.chardev.wait_client)
+        relay, task = await h.attach(redis)
         slow = 0
         for i in range(20):
             t = time.monotonic()

@@ -35,9 +35,7 @@ def test_sustained_small_writes_are_merged_and_a_lone_write_after_idle_goes_at_o
 
     async def main():
         redis = redis_client(settings.REDIS_URL)
-        relay = h.relay(redis)
-        task = asyncio.create_task(relay.run())
-        await asyncio.to_thread(h.chardev.wait_client)
+        relay, task = await h.attach(redis)
         expected = bytearray()
 
         # A lone write after idle: published at once, not held for COALESCE.
@@ -110,9 +108,7 @@ def test_a_backlog_in_the_log_is_read_in_pieces_and_whole(tmp_path, monkeypatch)
 
     async def main():
         redis = redis_client(settings.REDIS_URL)
-        relay = h.relay(redis)
-        task = asyncio.create_task(relay.run())
-        await asyncio.to_thread(h.chardev.wait_client)
+        relay, task = await h.attach(redis)
         await _until(lambda: relay.transcript.offset == len(backlog), what="the backlog")
         tail = os.urandom(50_000)
         with h.chardev.lock:  # the guest's last bytes reach the log only, then it exits

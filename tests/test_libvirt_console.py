@@ -25,13 +25,11 @@ from guests.console import console_specs, transcript_dir
 from guests.runtime import transcript
 from guests.runtime.logfollow import LogFollower
 from guests.vm_models import Guest, Host
-from tests.guest_helpers import KERNELS, cleanup, make_host, short_dir
-from tests.helpers import skip_or_fail
-from tests.libvirt_helpers import URI, ensure_libvirtd
+from tests.guest_helpers import cleanup, make_host, short_dir
+from tests.libvirt_helpers import URI
 from tests.procs import manage, start_daphne, wait_for
 from tests.test_console_ws import Page, _ws
-from tests.test_libvirt_guests import agent, build_image, fake_build, lv_settings, wait_state
-from tests.test_standin_image import NIX
+from tests.test_libvirt_guests import agent, build_image, fake_build, lv_settings, need_libvirt_guests, wait_state
 
 
 def test_log_follower_reads_across_rotations_and_resumes_by_inode(tmp_path):
@@ -140,11 +138,7 @@ def _source_closes_cleanly(spec) -> None:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_libvirt_console_end_to_end(tmp_path, users, lab, client_for):
-    if os.geteuid() != 0 or not NIX or not KERNELS:
-        skip_or_fail("needs root, nix and a Debian kernel")
-    why = ensure_libvirtd()
-    if why:
-        skip_or_fail(why)
+    need_libvirt_guests()
     import subprocess
 
     from django.test import Client

@@ -120,12 +120,17 @@ def agent(name: str, tmp_path: Path):
                   log=tmp_path / f"agent-{name}-{time.monotonic_ns()}.log")
 
 
-def test_libvirt_guest_through_the_whole_path(tmp_path, users, lab, redis_control, client_for):
+def need_libvirt_guests() -> None:
+    """Skip (fail under KDEVWEB_TEST_STRICT) without root, nix, a kernel or libvirtd."""
     if os.geteuid() != 0 or not NIX or not KERNELS:
         skip_or_fail("needs root, nix and a Debian kernel")
     why = ensure_libvirtd()
     if why:
         skip_or_fail(why)
+
+
+def test_libvirt_guest_through_the_whole_path(tmp_path, users, lab, redis_control, client_for):
+    need_libvirt_guests()
     from guests import services
 
     base = short_dir("klv-")
