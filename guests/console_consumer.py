@@ -58,14 +58,16 @@ MAX_INPUT_FRAME = 64 * 1024
 TYPED_EVERY = 1.0
 
 
-@database_sync_to_async
-def _access(user, lab_slug: str, guest_id: int) -> tuple[Guest, str] | None:
+def _find(user, lab_slug: str, guest_id: int) -> tuple[Guest, str] | None:
     """(guest, role) if the user may see the guest's console now, else None."""
     guest = Guest.objects.select_related("lab").filter(pk=guest_id, lab__slug=lab_slug).first()
     if guest is None:
         return None
     role = lab_role(user, guest.lab)
     return (guest, role) if role is not None else None
+
+
+_access = database_sync_to_async(_find)
 
 
 def _session_alive(session) -> bool:
@@ -83,10 +85,8 @@ def _recheck(user, session, lab_slug: str, guest_id: int) -> str | None:
     thread runs Python it holds the GIL, and a keystroke arriving then waits
     for it (up to the 5 ms switch interval), so every page costs the typist
     as little of it as it can every ACCESS_RECHECK."""
-    guest = Guest.objects.select_related("lab").filter(pk=guest_id, lab__slug=lab_slug).first()
-    if guest is None or not _session_alive(session):
-        return None
-    return lab_role(user, guest.lab)
+    found = _find(user, lab_slug, guest_id) if _session_alive(session) else None
+    return found[1] if found else None
 
 
 @database_sync_to_async
