@@ -38,7 +38,7 @@ from channels.db import database_sync_to_async
 
 from guests.access import lab_role
 from guests.runtime import offsetstream
-from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_BAD_FRAME, CLOSE_FORBIDDEN, LiveJsonConsumer
+from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_BAD_FRAME, CLOSE_FORBIDDEN, LiveJsonConsumer, query_int
 from kdevweb.wsstream import NO_CHANNEL_LAYER, Flow, Pump, parse_control, redis_for_loop
 
 from . import logstore
@@ -89,12 +89,8 @@ class BuildConsumer(LiveJsonConsumer):
         if build is None:
             await self.close()  # authorise before accept(): refused handshake
             return
-        query = dict(part.split("=", 1) for part in self.scope.get("query_string", b"").decode(
-            "ascii", "replace").split("&") if "=" in part)
-        # Offsets fit in a stream ID and the frame header (u64); anything
-        # else is not a position this page was given: start over.
-        given = query.get("from", "")
-        start = int(given) if given.isdigit() and len(given) <= 15 else 0
+        # Not a position this page was given: start over.
+        start = query_int(self.scope, "from") or 0
         self.build_id = build_id
         self.local = logstore.ByteReader(build.workdir)
         self.flow = Flow(start)

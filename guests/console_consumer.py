@@ -37,7 +37,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils import timezone
 
-from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_BAD_FRAME, CLOSE_FORBIDDEN, FramesWithoutOrm
+from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_BAD_FRAME, CLOSE_FORBIDDEN, FramesWithoutOrm, query_int
 # Pull/ack flow control shared with the build log (one place for both).
 from kdevweb.wsstream import HIGH_WATER, NO_CHANNEL_LAYER, Flow, Pump, redis_for_loop  # noqa: F401 - HIGH_WATER: tests
 
@@ -112,10 +112,8 @@ class ConsoleConsumer(FramesWithoutOrm, AsyncWebsocketConsumer):
         self.keys = offsetstream.console_keys(self.guest.pk, self.console)
         self.conn_id = secrets.token_hex(8)
         self.redis = redis_for_loop()
-        query = dict(part.split("=", 1) for part in self.scope.get("query_string", b"").decode(
-            "ascii", "replace").split("&") if "=" in part)
-        start = query.get("from", "")
-        self.acked = self.sent = int(start) if start.isdigit() else -1
+        start = query_int(self.scope, "from")
+        self.acked = self.sent = start if start is not None else -1
         self.typed_at = 0.0
         self.audit: list[ConsoleInput] = []
         self.tasks: list[asyncio.Task] = []

@@ -18,7 +18,7 @@ import logging
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_FORBIDDEN, LiveJsonConsumer
+from kdevweb.wsbase import ACCESS_RECHECK, CLOSE_FORBIDDEN, LiveJsonConsumer, query_int
 from kdevweb.wsstream import NO_CHANNEL_LAYER, redis_for_loop
 
 from .access import lab_role
@@ -29,7 +29,6 @@ from .runtime import offsetstream
 from .vm_models import Guest
 
 log = logging.getLogger(__name__)
-
 
 
 @database_sync_to_async
@@ -57,9 +56,7 @@ class GuestsConsumer(LiveJsonConsumer):
         if lab is None:
             await self.close()  # authorise before accept(): refused handshake
             return
-        query = dict(part.split("=", 1) for part in self.scope.get("query_string", b"").decode(
-            "ascii", "replace").split("&") if "=" in part)
-        self.guest_id = int(query["guest"]) if query.get("guest", "").isdigit() else None
+        self.guest_id = query_int(self.scope, "guest")
         self.lab = lab
         self.last: dict[int, dict] = {}
         self.lock = asyncio.Lock()  # the event listener and the re-read both snapshot

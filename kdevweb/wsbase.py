@@ -17,6 +17,19 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_BAD_FRAME = 4400
 
 
+def query_int(scope: dict, name: str) -> int | None:
+    """The websocket URL's ``name=`` parameter as a number (``from``: a
+    stream offset, ``guest``: a row id), or None when absent or not one.
+    At most 15 digits: offsets fit in a stream ID and a frame header
+    (u64), ids in a database integer; anything longer is not a position
+    or row this server handed out."""
+    for part in scope.get("query_string", b"").decode("ascii", "replace").split("&"):
+        key, _, value = part.partition("=")
+        if key == name:
+            return int(value) if value.isdigit() and len(value) <= 15 else None
+    return None
+
+
 class FramesWithoutOrm:
     """Mixed into a consumer whose page-to-server frames touch no database.
 

@@ -11,7 +11,7 @@ import pytest
 from builds.consumers import BuildConsumer
 from guests.console_consumer import ConsoleConsumer
 from guests.consumers import GuestsConsumer
-from kdevweb.wsbase import FramesWithoutOrm
+from kdevweb.wsbase import FramesWithoutOrm, query_int
 
 
 @pytest.mark.parametrize("consumer", [ConsoleConsumer, BuildConsumer, GuestsConsumer])
@@ -41,3 +41,15 @@ def test_frames_skip_the_hop_and_connect_keeps_it(monkeypatch) -> None:
     assert seen == ["websocket.receive"] and hops == []
     asyncio.run(probe.dispatch({"type": "websocket.connect"}))
     assert seen == ["websocket.receive", "websocket.connect"] and hops == ["orm"]
+
+
+@pytest.mark.parametrize("query, expected", [
+    (b"", None), (b"from=0", 0), (b"from=4096&x=1", 4096), (b"x=1&from=12", 12),
+    (b"from=", None), (b"from=-5", None), (b"from=1e3", None), (b"from=%31", None),
+    (b"from=" + b"9" * 15, int("9" * 15)),
+    # Past a u64 frame header and a stream ID: not an offset the server gave.
+    (b"from=" + b"9" * 20, None),
+    (b"guest=7", None),
+])
+def test_query_int_takes_only_offsets_the_server_could_have_given(query, expected) -> None:
+    assert query_int({"query_string": query}, "from") == expected

@@ -213,7 +213,6 @@ async def expire(redis: Any, keys: StreamKeys, seconds: int) -> None:
     await pipe.execute()
 
 
-
 async def run_forever(loop: Callable[[], Awaitable[None]], what: str) -> None:
     """Run a producer's helper ``loop()`` (range server, heartbeat, ...);
     restart it a second after an error: Redis restarting must not cost a
@@ -227,6 +226,7 @@ async def run_forever(loop: Callable[[], Awaitable[None]], what: str) -> None:
         except Exception as exc:  # noqa: BLE001
             _log.warning("%s: %s failed (%s); restarting it", what, getattr(loop, "__name__", "helper"), exc)
             await asyncio.sleep(1.0)
+
 
 # -- range requests (answered by the producer) ---------------------------------------
 
